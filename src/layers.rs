@@ -1,0 +1,231 @@
+//! The layers of a mount: each is a root directory fd plus its role. Also the mount-time
+//! checks of S20 (every bad input refused before mounting, naming the option and path)
+//! and the workdir set-up of S3.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::options::{MountOptions, WhiteoutForm};
+use crate::sys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Upper,
+    Lower,
+}
+
+#[derive(Debug)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub root: OwnedFd,
+    pub role: Role,
+    pub dev: u64,
+}
+
+impl Layer {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
+/// All layers, top first: the upper (if any) at index 0, then the lowers in the order
+/// `lowerdir=` lists them.
+#[derive(Debug)]
+pub struct LayerSet {
+    pub layers: Vec<Layer>,
+    pub has_upper: bool,
+    /// The private directory inside workdir where copy-ups are built.
+    pub work: Option<OwnedFd>,
+    pub whiteout: WhiteoutForm,
+}
+
+/// Name of our scratch dir inside the user's workdir.
+pub const WORK_SUBDIR: &str = "stratafs.work";
+
+fn canonical_dir(opt: &str, p: &Path) -> Result<(PathBuf, std::fs::Metadata), String> {
+    let c = std::fs::canonicalize(p)
+        .map_err(|e| format!("{opt} '{}': {}", p.display(), sys::Errno::from(e)))?;
+    let md = std::fs::metadata(&c)
+        .map_err(|e| format!("{opt} '{}': {}", p.display(), sys::Errno::from(e)))?;
+    if !md.is_dir() {
+        return Err(format!("{opt} '{}': not a directory", p.display()));
+    }
+    Ok((c, md))
+}
+
+/// True when `a` is `b` or lies inside it.
+fn within(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+impl LayerSet {
+    /// Validates the options against the disk (S20) and opens every layer.
+    pub fn open(opts: &MountOptions, mountpoint: &Path) -> Result<LayerSet, String> {
+        if opts.lowerdirs.is_empty() {
+            return Err("option 'lowerdir' is required".into());
+        }
+        let (mnt, _) = canonical_dir("mountpoint", mountpoint)?;
+        let mut lowers = Vec::new();
+        for l in &opts.lowerdirs {
+            let (c, md) = canonical_dir("lowerdir", l)?;
+            if lowers.iter().any(|(p, _): &(PathBuf, u64)| *p == c) {
+                return Err(format!("lowerdir '{}': listed twice", l.display()));
+            }
+            lowers.push((c, md.dev()));
+        }
+        let upper = match (&opts.upperdir, &opts.workdir) {
+            (Some(u), Some(w)) => {
+                let (uc, umd) = canonical_dir("upperdir", u)?;
+                let (wc, wmd) = canonical_dir("workdir", w)?;
+                for (lc, _) in &lowers {
+                    if within(&uc, lc) {
+                        return Err(format!(
+                            "upperdir '{}': inside lowerdir '{}'",
+                            u.display(),
+                            lc.display()
+                        ));
+                    }
+                    if within(lc, &uc) {
+                        return Err(format!(
+                            "lowerdir '{}': inside upperdir '{}'",
+                            lc.display(),
+                            u.display()
+                        ));
+                    }
+                    if within(&wc, lc) {
+                        return Err(format!(
+                            "workdir '{}': inside lowerdir '{}'",
+                            w.display(),
+                            lc.display()
+                        ));
+                    }
+                }
+                if umd.dev() != wmd.dev() {
+                    return Err(format!(
+                        "workdir '{}': not on the same filesystem as upperdir '{}'",
+                        w.display(),
+                        u.display()
+                    ));
+                }
+                if within(&wc, &uc) || within(&uc, &wc) {
+                    return Err(format!(
+                        "workdir '{}': must not be inside upperdir '{}' or contain it",
+                        w.display(),
+                        u.display()
+                    ));
+                }
+                Some((uc, umd.dev(), wc))
+            }
+            (Some(u), None) => {
+                return Err(format!(
+                    "upperdir '{}': option 'workdir' is required with it",
+                    u.display()
+                ))
+            }
+            (None, Some(w)) => {
+                return Err(format!(
+                    "workdir '{}': option 'upperdir' is required with it",
+                    w.display()
+                ))
+            }
+            (None, None) => None,
+        };
+        let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
+        if let Some((u, _, w)) = &upper {
+            all.push(u);
+            all.push(w);
+        }
+        for p in all {
+            if within(&mnt, p) || within(p, &mnt) {
+                return Err(format!(
+                    "mountpoint '{}': overlaps layer '{}'",
+                    mountpoint.display(),
+                    p.display()
+                ));
+            }
+        }
+
+        let mut layers = Vec::new();
+        let mut work = None;
+        let has_upper = upper.is_some() && !opts.read_only;
+        if let Some((u, dev, w)) = upper {
+            if !opts.read_only {
+                work = Some(prepare_workdir(&w)?);
+                layers.push(Layer {
+                    root: sys::open_dir_path(&u)
+                        .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
+                    path: u,
+                    role: Role::Upper,
+                    dev,
+                });
+            }
+        }
+        for (l, dev) in lowers {
+            layers.push(Layer {
+                root: sys::open_dir_path(&l)
+                    .map_err(|e| format!("lowerdir '{}': {e}", l.display()))?,
+                path: l,
+                role: Role::Lower,
+                dev,
+            });
+        }
+        Ok(LayerSet {
+            layers,
+            has_upper,
+            work,
+            whiteout: opts.whiteout,
+        })
+    }
+
+    pub fn upper(&self) -> Option<&Layer> {
+        if self.has_upper {
+            self.layers.first()
+        } else {
+            None
+        }
+    }
+}
+
+/// Creates (or empties, S3) the scratch dir inside workdir and returns its fd.
+fn prepare_workdir(w: &Path) -> Result<OwnedFd, String> {
+    let err = |e: sys::Errno| format!("workdir '{}': {e}", w.display());
+    let wfd = sys::open_dir_path(w).map_err(err)?;
+    let sub = OsStr::new(WORK_SUBDIR);
+    match sys::mkdirat(wfd.as_fd(), sub, 0o700) {
+        Ok(()) | Err(sys::Errno::EEXIST) => {}
+        Err(e) => return Err(err(e)),
+    }
+    let fd = sys::open_beneath(
+        wfd.as_fd(),
+        sub,
+        libc::O_PATH | libc::O_DIRECTORY,
+    )
+    .map_err(err)?;
+    remove_contents(fd.as_fd()).map_err(err)?;
+    Ok(fd)
+}
+
+/// Removes everything inside an open directory (leftovers of an interrupted copy-up).
+pub fn remove_contents(dir: BorrowedFd<'_>) -> sys::SysResult<()> {
+    for e in sys::read_dir(dir)? {
+        remove_tree(dir, &e.name)?;
+    }
+    Ok(())
+}
+
+/// Removes `name` in `dir` whatever it is (a whole tree for a directory); absent is fine.
+pub fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> sys::SysResult<()> {
+    let st = match sys::fstatat(dir, name) {
+        Ok(st) => st,
+        Err(sys::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir {
+        let sub = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        remove_contents(sub.as_fd())?;
+    }
+    sys::unlinkat(dir, name, is_dir)
+}

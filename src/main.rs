@@ -1,0 +1,72 @@
+//! stratafs: a union filesystem in userspace. This file is the command line: argv parsing
+//! (clap + the `-o` option string) and dispatch to the daemon.
+
+mod daemon;
+mod fuse_adapter;
+mod layers;
+mod options;
+mod sys;
+mod union;
+mod whiteout;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stratafs",
+    version,
+    about = "Union filesystem in userspace: read-only lower layers merged under one writable upper"
+)]
+struct Cli {
+    /// Stay in the foreground (do not daemonize).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Debug logging (implies nothing else).
+    #[arg(short, long)]
+    debug: bool,
+    /// Mount options: lowerdir=A:B,upperdir=U,workdir=W,...
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// [SOURCE] MOUNTPOINT
+    #[arg(required = true, num_args = 1..=2, value_name = "MOUNTPOINT")]
+    args: Vec<String>,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                print!("{e}");
+                std::process::exit(0);
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("stratafs: {}", first.trim_start_matches("error: "));
+            std::process::exit(1);
+        }
+    };
+    let mut opts = options::MountOptions::default();
+    for o in &cli.options {
+        if let Err(e) = opts.apply(o) {
+            eprintln!("stratafs: {e}");
+            std::process::exit(1);
+        }
+    }
+    opts.debug |= cli.debug;
+    let (source, mountpoint) = match cli.args.as_slice() {
+        [m] => (None, m.clone()),
+        [s, m] => (Some(s.clone()), m.clone()),
+        _ => unreachable!("clap enforces one or two arguments"),
+    };
+    let code = daemon::run(daemon::MountRequest {
+        opts,
+        mountpoint: PathBuf::from(mountpoint),
+        source,
+        foreground: cli.foreground || cli.debug,
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,249 @@
+//! The `-o` option string: fuse-overlayfs compatible parsing (escapes `\,` and `\:`),
+//! the options mount(8) and systemd pass along, and the typed result.
+
+use std::path::PathBuf;
+
+/// Which on-disk form the daemon writes for whiteouts and opaque dirs (S7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhiteoutForm {
+    Aufs,
+    Overlay,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountOptions {
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub whiteout: WhiteoutForm,
+    pub fsname: Option<String>,
+    pub threads: Option<usize>,
+    pub timeout_secs: Option<f64>,
+    pub passthrough: bool,
+    pub debug: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            lowerdirs: Vec::new(),
+            upperdir: None,
+            workdir: None,
+            read_only: false,
+            allow_other: false,
+            default_permissions: false,
+            whiteout: WhiteoutForm::Aufs,
+            fsname: None,
+            threads: None,
+            timeout_secs: None,
+            passthrough: true,
+            debug: false,
+        }
+    }
+}
+
+/// Options that mount(8), fstab and systemd pass and that need nothing from us.
+const PASSED_ALONG: &[&str] = &[
+    "rw", "defaults", "noatime", "relatime", "strictatime", "nodiratime", "atime", "nodev",
+    "nosuid", "dev", "suid", "exec", "noexec", "auto", "noauto", "nofail", "user", "users",
+    "nouser", "_netdev", "async", "sync", "dirsync", "lazytime", "nolazytime", "silent",
+    "loud",
+];
+
+/// Splits on `sep` where it is not escaped by a backslash; keeps escapes in the pieces.
+fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            cur.push(c);
+            if let Some(n) = chars.next() {
+                cur.push(n);
+            }
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Removes the escapes: `\X` becomes `X`. A trailing lone backslash is an error.
+fn unescape(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) => out.push(n),
+                None => return Err(format!("malformed escape at the end of '{s}'")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("option '{key}' takes on or off, not '{v}'")),
+    }
+}
+
+impl MountOptions {
+    /// Folds one `-o` string into self (several `-o` may be given).
+    pub fn apply(&mut self, opts: &str) -> Result<(), String> {
+        for raw in split_unescaped(opts, ',') {
+            if raw.is_empty() {
+                continue;
+            }
+            let (key, val) = match raw.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (raw.clone(), None),
+            };
+            let need = |v: &Option<String>| -> Result<String, String> {
+                match v {
+                    Some(v) if !v.is_empty() => unescape(v),
+                    _ => Err(format!("option '{key}' needs a value")),
+                }
+            };
+            match key.as_str() {
+                "lowerdir" => {
+                    let v = val.clone().unwrap_or_default();
+                    if v.is_empty() {
+                        return Err("option 'lowerdir' needs at least one directory".into());
+                    }
+                    let mut dirs = Vec::new();
+                    for p in split_unescaped(&v, ':') {
+                        if p.is_empty() {
+                            return Err(format!("option 'lowerdir' has an empty path in '{v}'"));
+                        }
+                        dirs.push(PathBuf::from(unescape(&p)?));
+                    }
+                    self.lowerdirs = dirs;
+                }
+                "upperdir" => self.upperdir = Some(PathBuf::from(need(&val)?)),
+                "workdir" => self.workdir = Some(PathBuf::from(need(&val)?)),
+                "ro" => self.read_only = true,
+                "allow_other" | "allow_root" => self.allow_other = true,
+                "default_permissions" => self.default_permissions = true,
+                "whiteout" => {
+                    self.whiteout = match need(&val)?.as_str() {
+                        "aufs" => WhiteoutForm::Aufs,
+                        "overlay" => WhiteoutForm::Overlay,
+                        other => {
+                            return Err(format!(
+                                "option 'whiteout' takes aufs or overlay, not '{other}'"
+                            ))
+                        }
+                    }
+                }
+                "fsname" => self.fsname = Some(need(&val)?),
+                "threads" => {
+                    let v = need(&val)?;
+                    let n: usize = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("option 'threads' takes 1 to 64, not '{v}'"))?;
+                    self.threads = Some(n);
+                }
+                "timeout" => {
+                    let v = need(&val)?;
+                    let t: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+                        .ok_or_else(|| format!("option 'timeout' takes seconds, not '{v}'"))?;
+                    self.timeout_secs = Some(t);
+                }
+                "passthrough" => self.passthrough = parse_bool("passthrough", &need(&val)?)?,
+                "debug" => self.debug = true,
+                k if PASSED_ALONG.contains(&k) && val.is_none() => {}
+                k if k.starts_with("x-") => {}
+                _ => return Err(format!("unknown option '{raw}'")),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn parse(opts: &str) -> Result<MountOptions, String> {
+        let mut m = MountOptions::default();
+        m.apply(opts)?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowerdirs_top_first_with_escapes() {
+        let m = MountOptions::parse(r"lowerdir=/a\:b:/c\,d:/e,upperdir=/u,workdir=/w").unwrap();
+        assert_eq!(
+            m.lowerdirs,
+            vec![
+                PathBuf::from("/a:b"),
+                PathBuf::from("/c,d"),
+                PathBuf::from("/e")
+            ]
+        );
+        assert_eq!(m.upperdir, Some(PathBuf::from("/u")));
+        assert_eq!(m.workdir, Some(PathBuf::from("/w")));
+    }
+
+    #[test]
+    fn passed_along_options_and_empty_elements_are_accepted() {
+        let m =
+            MountOptions::parse("lowerdir=/a,,rw,nodev,nosuid,noatime,nofail,_netdev,x-systemd.after=b")
+                .unwrap();
+        assert_eq!(m.lowerdirs.len(), 1);
+        assert!(!m.read_only);
+    }
+
+    #[test]
+    fn unknown_option_is_named() {
+        let e = MountOptions::parse("lowerdir=/a,bogus=1").unwrap_err();
+        assert_eq!(e, "unknown option 'bogus=1'");
+        let e = MountOptions::parse("lowerdir=/a,frob").unwrap_err();
+        assert_eq!(e, "unknown option 'frob'");
+    }
+
+    #[test]
+    fn whiteout_form_and_flags() {
+        let m = MountOptions::parse("lowerdir=/a,whiteout=overlay,ro,allow_other,default_permissions")
+            .unwrap();
+        assert_eq!(m.whiteout, WhiteoutForm::Overlay);
+        assert!(m.read_only && m.allow_other && m.default_permissions);
+        assert!(MountOptions::parse("lowerdir=/a,whiteout=zfs").is_err());
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        assert!(MountOptions::parse("lowerdir=").is_err());
+        assert!(MountOptions::parse("lowerdir=/a::/b").is_err());
+        assert!(MountOptions::parse(r"lowerdir=/a\").is_err());
+        assert!(MountOptions::parse("lowerdir=/a,threads=0").is_err());
+        assert!(MountOptions::parse("lowerdir=/a,upperdir=").is_err());
+    }
+
+    #[test]
+    fn later_options_override() {
+        let mut m = MountOptions::parse("lowerdir=/a").unwrap();
+        m.apply("lowerdir=/b:/c,threads=2,timeout=0.5,passthrough=off").unwrap();
+        assert_eq!(m.lowerdirs.len(), 2);
+        assert_eq!(m.threads, Some(2));
+        assert_eq!(m.timeout_secs, Some(0.5));
+        assert!(!m.passthrough);
+    }
+}

@@ -1,0 +1,810 @@
+//! The only module with `unsafe`: thin, safe wrappers over the raw syscalls the union
+//! needs (openat2 beneath a root, the *at family, xattrs, renameat2, copy_file_range,
+//! FICLONE, fallocate, lseek). Every wrapper returns `Result<_, Errno>`; nothing here
+//! knows about layers or FUSE.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// A positive errno value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EIO: Errno = Errno(libc::EIO);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    pub const EXDEV: Errno = Errno(libc::EXDEV);
+    pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+    pub const EISDIR: Errno = Errno(libc::EISDIR);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
+    pub const EROFS: Errno = Errno(libc::EROFS);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const ENOTSUP: Errno = Errno(libc::EOPNOTSUPP);
+    pub const ELOOP: Errno = Errno(libc::ELOOP);
+    pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
+    pub const EACCES: Errno = Errno(libc::EACCES);
+    pub const EMLINK: Errno = Errno(libc::EMLINK);
+
+    pub fn last() -> Errno {
+        Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl From<io::Error> for Errno {
+    fn from(e: io::Error) -> Self {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+pub type SysResult<T> = Result<T, Errno>;
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_isize(ret: isize) -> SysResult<usize> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Retries a syscall that returned EINTR.
+fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    loop {
+        match f() {
+            Err(Errno(libc::EINTR)) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn cstr(name: &OsStr) -> SysResult<CString> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `stat` of the kernel, as returned by fstatat.
+pub type Stat = libc::stat;
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// Opens `rel` (a relative path of plain directory components, "" for the root itself)
+/// beneath `root`, refusing every symlink on the way and any escape (S19).
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &OsStr, flags: i32) -> SysResult<OwnedFd> {
+    let path = if rel.is_empty() {
+        CString::new(".").expect("static")
+    } else {
+        cstr(rel)?
+    };
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = retry(|| {
+        // SAFETY: path and how are valid for the duration of the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        check_isize(r as isize)
+    })?;
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Opens a directory by ordinary path (used only for layer roots at mount time).
+pub fn open_dir_path(path: &std::path::Path) -> SysResult<OwnedFd> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: valid C string.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// openat(dir, name) for a single component; never follows a final symlink.
+pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let c = cstr(name)?;
+    let fd = retry(|| {
+        // SAFETY: valid C string and fd.
+        check(unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                mode as libc::c_uint,
+            )
+        })
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Re-opens an O_PATH descriptor with real access flags through /proc (the magic link
+/// points at an object we already resolved safely).
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> SysResult<OwnedFd> {
+    let p = proc_fd_path(fd, None);
+    let fd = retry(|| {
+        // SAFETY: valid C string.
+        check(unsafe { libc::open(p.as_ptr(), (flags | libc::O_CLOEXEC) & !libc::O_CREAT) })
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// "/proc/self/fd/N[/name]": a path whose only followed link is the magic link of an
+/// already-open descriptor, so a final component is resolved inside that directory.
+fn proc_fd_path(fd: BorrowedFd<'_>, name: Option<&OsStr>) -> CString {
+    let mut v = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+    if let Some(n) = name {
+        v.push(b'/');
+        v.extend_from_slice(n.as_bytes());
+    }
+    CString::new(v).unwrap_or_default()
+}
+
+pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Stat> {
+    let c = if name.is_empty() {
+        CString::default()
+    } else {
+        cstr(name)?
+    };
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: Stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, flags) })?;
+    Ok(st)
+}
+
+pub fn zero_stat() -> Stat {
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    unsafe { std::mem::zeroed() }
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+    fstatat(fd, OsStr::new(""))
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn symlinkat(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OsString> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buffer is valid for buf.len() bytes.
+    let n = check_isize(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(OsString::from_vec(buf))
+}
+
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+) -> SysResult<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> SysResult<()> {
+    let c = cstr(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+pub const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+    flags: u32,
+) -> SysResult<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// chmod without following a final symlink.
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let p = proc_fd_path(dir, Some(name));
+    // SAFETY: valid C string; the path ends in a single component of an open dir.
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode as libc::mode_t, 0) })?;
+    Ok(())
+}
+
+pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// A timestamp to set: `None` leaves it (UTIME_OMIT); `Some(None)` is now.
+pub type TimeSpec = Option<Option<(i64, i64)>>;
+
+fn to_timespec(t: TimeSpec) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(None) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(Some((s, ns))) => libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
+    }
+}
+
+pub fn utimensat(dir: BorrowedFd<'_>, name: &OsStr, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    let c = cstr(name)?;
+    let ts = [to_timespec(atime), to_timespec(mtime)];
+    // SAFETY: valid C string and array of two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// Sets the times of the object an fd (O_PATH ones too) refers to.
+pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    let p = proc_fd_path(fd, None);
+    let ts = [to_timespec(atime), to_timespec(mtime)];
+    // SAFETY: valid C string and array of two timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) })?;
+    Ok(())
+}
+
+pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    let ts = [to_timespec(atime), to_timespec(mtime)];
+    // SAFETY: valid fd and array.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    retry(|| {
+        // SAFETY: plain syscall.
+        check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })
+    })?;
+    Ok(())
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
+    // SAFETY: plain syscalls.
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })?;
+    Ok(())
+}
+
+pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
+    retry(|| {
+        // SAFETY: buffer valid for its length.
+        check_isize(unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                off as libc::off_t,
+            )
+        })
+    })
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> SysResult<usize> {
+    retry(|| {
+        // SAFETY: buffer valid for its length.
+        check_isize(unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                off as libc::off_t,
+            )
+        })
+    })
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> SysResult<()> {
+    retry(|| {
+        // SAFETY: plain syscall.
+        check(unsafe {
+            libc::fallocate(
+                fd.as_raw_fd(),
+                mode,
+                off as libc::off_t,
+                len as libc::off_t,
+            )
+        })
+    })?;
+    Ok(())
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> SysResult<i64> {
+    // SAFETY: plain syscall.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as i64)
+    }
+}
+
+pub fn copy_file_range(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let mut so = src_off as libc::loff_t;
+    let mut d = dst_off as libc::loff_t;
+    retry(|| {
+        // SAFETY: offsets are valid pointers to loff_t.
+        check_isize(unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, len, 0)
+        } as isize)
+    })
+}
+
+/// FICLONE: share all extents of `src` with `dst` (reflink), where the filesystem can.
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> SysResult<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source fd as its argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) })?;
+    Ok(())
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs> {
+    // SAFETY: zeroed statvfs is a valid out-parameter.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) })?;
+    Ok(s)
+}
+
+/// Which object an xattr call addresses: an entry of an open dir (never following a final
+/// symlink), or an open descriptor.
+#[derive(Clone, Copy)]
+pub enum XTarget<'a> {
+    At(BorrowedFd<'a>, &'a OsStr),
+    Fd(BorrowedFd<'a>),
+}
+
+impl XTarget<'_> {
+    fn path(&self) -> CString {
+        match *self {
+            XTarget::At(d, n) => proc_fd_path(d, Some(n)),
+            XTarget::Fd(f) => proc_fd_path(f, None),
+        }
+    }
+}
+
+/// Reads a value into a growing buffer; the closure gets (buf, len) and returns the size.
+fn read_sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> SysResult<Vec<u8>> {
+    let mut size = 256usize;
+    loop {
+        let mut buf = vec![0u8; size];
+        let r = f(buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || size >= 1 << 20 {
+            return Err(e);
+        }
+        let need = f(std::ptr::null_mut(), 0);
+        size = if need > 0 { need as usize + 16 } else { size * 4 };
+    }
+}
+
+pub fn getxattr(t: XTarget<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
+    let p = t.path();
+    let n = cstr(name)?;
+    let follow = matches!(t, XTarget::Fd(_));
+    read_sized(|buf, len| {
+        // SAFETY: buf is valid for len bytes (or null with len 0).
+        unsafe {
+            if follow {
+                libc::getxattr(p.as_ptr(), n.as_ptr(), buf, len)
+            } else {
+                libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len)
+            }
+        }
+    })
+}
+
+pub fn listxattr(t: XTarget<'_>) -> SysResult<Vec<OsString>> {
+    let p = t.path();
+    let follow = matches!(t, XTarget::Fd(_));
+    let raw = read_sized(|buf, len| {
+        // SAFETY: buf is valid for len bytes (or null with len 0).
+        unsafe {
+            if follow {
+                libc::listxattr(p.as_ptr(), buf as *mut libc::c_char, len)
+            } else {
+                libc::llistxattr(p.as_ptr(), buf as *mut libc::c_char, len)
+            }
+        }
+    })?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsStr::from_bytes(s).to_os_string())
+        .collect())
+}
+
+pub fn setxattr(t: XTarget<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    let p = t.path();
+    let n = cstr(name)?;
+    // SAFETY: valid strings and value buffer.
+    check(unsafe {
+        if matches!(t, XTarget::Fd(_)) {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr() as *const libc::c_void,
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr() as *const libc::c_void,
+                value.len(),
+                flags,
+            )
+        }
+    })?;
+    Ok(())
+}
+
+pub fn removexattr(t: XTarget<'_>, name: &OsStr) -> SysResult<()> {
+    let p = t.path();
+    let n = cstr(name)?;
+    // SAFETY: valid strings.
+    check(unsafe {
+        if matches!(t, XTarget::Fd(_)) {
+            libc::removexattr(p.as_ptr(), n.as_ptr())
+        } else {
+            libc::lremovexattr(p.as_ptr(), n.as_ptr())
+        }
+    })?;
+    Ok(())
+}
+
+/// One entry of a directory listing of a layer.
+pub struct RawDirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    pub dtype: u8,
+}
+
+/// Lists a directory (without "." and "..") from an open descriptor of it.
+pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
+    let fd = reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let raw = fd.as_raw_fd();
+    // SAFETY: fdopendir takes ownership of the descriptor on success.
+    let dirp = unsafe { libc::fdopendir(raw) };
+    if dirp.is_null() {
+        return Err(Errno::last());
+    }
+    std::mem::forget(fd);
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: errno is thread-local.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dirp is a valid DIR*.
+        let ent = unsafe { libc::readdir64(dirp) };
+        if ent.is_null() {
+            let e = Errno::last();
+            // SAFETY: dirp valid; closes the descriptor too.
+            unsafe { libc::closedir(dirp) };
+            if e.0 != 0 {
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        // SAFETY: ent points at a valid dirent64 until the next readdir call.
+        let (name, ino, dtype) = unsafe {
+            let e = &*ent;
+            (
+                CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(),
+                e.d_ino,
+                e.d_type,
+            )
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(RawDirEntry {
+            name: OsString::from_vec(name),
+            ino,
+            dtype,
+        });
+    }
+}
+
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Switches this thread's fsuid/fsgid so that files are created owned by the caller.
+pub fn set_fsids(uid: u32, gid: u32) {
+    // SAFETY: per-thread credential calls via raw syscalls (glibc would apply them to
+    // every thread).
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() }
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit.
+pub fn raise_nofile() {
+    // SAFETY: zeroed rlimit is a valid out-parameter.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: valid pointer.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
+/// Result of fork(): in the parent, the child's pid.
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+pub fn fork() -> SysResult<Fork> {
+    // SAFETY: called before any thread is spawned.
+    let pid = check(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Fork::Child
+    } else {
+        Fork::Parent(pid)
+    })
+}
+
+pub fn setsid() {
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+}
+
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Points stdin/stdout/stderr at /dev/null (detached daemon).
+pub fn redirect_stdio_to_null() {
+    let p = CString::new("/dev/null").expect("static");
+    // SAFETY: plain syscalls on fds 0..2.
+    unsafe {
+        let fd = libc::open(p.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Blocks the termination signals in this thread (and threads spawned after) and returns
+/// a waiter that sleeps until one of them arrives.
+pub struct SignalWaiter(libc::sigset_t);
+
+impl SignalWaiter {
+    pub fn block_termination() -> SignalWaiter {
+        // SAFETY: sigset manipulation on a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            SignalWaiter(set)
+        }
+    }
+
+    pub fn wait(&self) -> i32 {
+        let mut sig = 0;
+        // SAFETY: valid set and out pointer.
+        unsafe { libc::sigwait(&self.0, &mut sig) };
+        sig
+    }
+}
+
+// SAFETY: sigset_t is plain data.
+unsafe impl Send for SignalWaiter {}
+
+/// Lazy-detaches a mount (fallback when the session's own unmount fails).
+pub fn umount_detach(path: &std::path::Path) -> SysResult<()> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })?;
+    Ok(())
+}
+
+pub fn write_all(fd: BorrowedFd<'_>, data: &[u8]) {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: buffer valid for the remaining length.
+        let r = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                data[off..].as_ptr() as *const libc::c_void,
+                data.len() - off,
+            )
+        };
+        if r <= 0 {
+            return;
+        }
+        off += r as usize;
+    }
+}
+
+pub fn read_to_end(fd: BorrowedFd<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: buffer valid for its length.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if r <= 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..r as usize]);
+    }
+}
+
+pub fn waitpid(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}

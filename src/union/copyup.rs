@@ -1,0 +1,248 @@
+//! Copy-up (S10-S12): the first change to an object of a lower layer copies it into the
+//! upper. The copy is built in the workdir and renamed into place, so a crash leaves the
+//! old view or the whole new object. Data is reflinked where the filesystem can, else
+//! copied extent by extent so holes stay holes; an O_TRUNC open copies no data.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::inodes::Node;
+use super::{Resolved, Union};
+use crate::sys::{self, Errno, Stat, SysResult, XTarget};
+use crate::whiteout;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn tmp_name() -> OsString {
+    OsString::from(format!(
+        "cu.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Copies the data of `src` into `dst`: reflink, else copy_file_range over data extents.
+fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    if size == 0 || sys::ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut off: u64 = 0;
+    while off < size {
+        let data = match sys::lseek(src, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(Errno(libc::ENXIO)) => break,
+            Err(_) => off,
+        };
+        let hole = match sys::lseek(src, data as i64, libc::SEEK_HOLE) {
+            Ok(h) => h as u64,
+            Err(_) => size,
+        }
+        .min(size);
+        let mut pos = data;
+        while pos < hole {
+            let want = (hole - pos).min(1 << 30) as usize;
+            let n = match sys::copy_file_range(src, pos, dst, pos, want) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(Errno(libc::EXDEV)) | Err(Errno(libc::EINVAL)) | Err(Errno(libc::ENOSYS)) => {
+                    copy_by_read(src, dst, pos, hole)?;
+                    hole as usize - pos as usize
+                }
+                Err(e) => return Err(e),
+            };
+            pos += n as u64;
+        }
+        off = hole.max(data + 1);
+    }
+    sys::ftruncate(dst, size)
+}
+
+fn copy_by_read(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, from: u64, to: u64) -> SysResult<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = from;
+    while pos < to {
+        let want = ((to - pos) as usize).min(buf.len());
+        let n = sys::pread(src, &mut buf[..want], pos)?;
+        if n == 0 {
+            break;
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(dst, &buf[w..n], pos + w as u64)?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies the user-visible xattrs (not the union's private ones) from one object to another.
+pub(super) fn copy_xattrs(src: XTarget<'_>, dst: XTarget<'_>) -> SysResult<()> {
+    let names = match sys::listxattr(src) {
+        Ok(n) => n,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for n in names {
+        if whiteout::is_private_xattr(&n) {
+            continue;
+        }
+        let v = match sys::getxattr(src, &n) {
+            Ok(v) => v,
+            Err(Errno::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match sys::setxattr(dst, &n, &v, 0) {
+            // Symlinks take no user.* xattrs; some filesystems refuse security.* names.
+            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn time_of(sec: i64, nsec: i64) -> sys::TimeSpec {
+    Some(Some((sec, nsec)))
+}
+
+impl Union {
+    /// Makes sure `node` has its own copy in the upper (S10). Callers hold `ns` shared.
+    pub(super) fn copy_up(&self, node: &Node, with_data: bool) -> SysResult<()> {
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        if node.state.lock().layer == 0 {
+            return Ok(());
+        }
+        let _one = node.copyup.lock();
+        let s = node.snapshot();
+        if s.layer == 0 {
+            return Ok(());
+        }
+        let (parent, _) = s.names.first().cloned().ok_or(Errno::ENOENT)?;
+        let pnode = self.node(parent)?;
+        self.copy_up(&pnode, true)?;
+        let path = self.path_of(node)?;
+        let upper_st = self.copy_up_path(&path, s.layer, with_data)?;
+        self.adopt_copy(node.ino, &upper_st);
+        Ok(())
+    }
+
+    /// Records a new upper copy of the object `number` (identity and layer).
+    pub(super) fn adopt_copy(&self, number: u64, upper_st: &Stat) {
+        self.inodes
+            .alias_identity(upper_st.st_dev, upper_st.st_ino, number);
+        if let Some(n) = self.inodes.get(number) {
+            let mut st = n.state.lock();
+            st.layer = 0;
+            if st.kind == libc::S_IFDIR && st.dir_layers.first() != Some(&0) {
+                st.dir_layers.insert(0, 0);
+            }
+        }
+    }
+
+    /// Copies the object at `path` from layer `src` into the upper, whose parent dir must
+    /// exist. Returns the stat of the new upper object.
+    pub(super) fn copy_up_path(&self, path: &OsStr, src: usize, with_data: bool) -> SysResult<Stat> {
+        let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
+        let (sdir, name) = self.parent_fd(src, path)?;
+        let sdir = sdir.as_fd();
+        let st = sys::fstatat(sdir, name)?;
+        let (udir, _) = self.parent_fd(0, path)?;
+        let udir = udir.as_fd();
+        let parent_times = sys::fstat(udir)?;
+        let tmp = tmp_name();
+        let kind = st.st_mode & libc::S_IFMT;
+        let perm = st.st_mode & 0o7777;
+        let build = || -> SysResult<()> {
+            match kind {
+                libc::S_IFREG => {
+                    let sfd = sys::openat(sdir, name, libc::O_RDONLY, 0)?;
+                    let dfd = sys::openat(
+                        work,
+                        &tmp,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                        0o600,
+                    )?;
+                    if with_data {
+                        copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64)?;
+                    }
+                }
+                libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
+                libc::S_IFLNK => {
+                    let target = sys::readlinkat(sdir, name)?;
+                    sys::symlinkat(&target, work, &tmp)?;
+                }
+                _ => sys::mknodat(work, &tmp, kind | 0o600, st.st_rdev)?,
+            }
+            sys::fchownat(work, &tmp, st.st_uid, st.st_gid)?;
+            copy_xattrs(XTarget::At(sdir, name), XTarget::At(work, &tmp))?;
+            if kind != libc::S_IFLNK {
+                sys::fchmodat(work, &tmp, perm)?;
+            }
+            sys::utimensat(
+                work,
+                &tmp,
+                time_of(st.st_atime, st.st_atime_nsec),
+                time_of(st.st_mtime, st.st_mtime_nsec),
+            )?;
+            sys::renameat2(work, &tmp, udir, name, sys::RENAME_NOREPLACE)
+        };
+        if let Err(e) = build() {
+            let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
+            return Err(e);
+        }
+        // Copy-up is invisible: the parent keeps its times.
+        self.restore_dir_times(udir, &parent_times);
+        sys::fstatat(udir, name)
+    }
+
+    pub(super) fn restore_dir_times(&self, dir: BorrowedFd<'_>, st: &Stat) {
+        let _ = sys::utimens_fd(
+            dir,
+            time_of(st.st_atime, st.st_atime_nsec),
+            time_of(st.st_mtime, st.st_mtime_nsec),
+        );
+    }
+
+    /// Copies a whole merged directory tree into the upper and marks its top opaque, so
+    /// that it no longer depends on the lowers (used by directory rename, S16).
+    pub(super) fn copy_up_tree(&self, node: &Node) -> SysResult<()> {
+        self.copy_up(node, true)?;
+        let s = node.snapshot();
+        let path = self.path_of(node)?;
+        self.copy_tree_below(&path, &s.dir_layers)?;
+        let dfd = self.dir_fd(0, &path)?;
+        crate::whiteout::mark_opaque(
+            sys::reopen(dfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?.as_fd(),
+            self.layers.whiteout,
+        )?;
+        if let Some(n) = self.inodes.get(node.ino) {
+            n.state.lock().dir_layers = vec![0];
+        }
+        Ok(())
+    }
+
+    fn copy_tree_below(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
+        if dir_layers.iter().all(|l| *l == 0) {
+            return Ok(());
+        }
+        for (name, r) in self.merged_entries(path, dir_layers)? {
+            let child = super::join(path, &name);
+            let r: Resolved = r;
+            if r.layer != 0 {
+                let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
+                let ust = self.copy_up_path(&child, r.layer, true)?;
+                self.adopt_copy(number, &ust);
+            }
+            if r.kind() == libc::S_IFDIR {
+                let mut layers = r.dir_layers.clone();
+                if layers.first() != Some(&0) {
+                    layers.insert(0, 0);
+                }
+                self.copy_tree_below(&child, &layers)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! Open files and attributes: open (copy-up on the first write-open, S2/S10), the file
+//! handle table, data I/O, setattr, xattrs (private ones hidden, S8) and access checks.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{Attr, Caller, Union};
+use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};
+use crate::whiteout;
+
+pub struct OpenFile {
+    pub ino: u64,
+    pub fd: OwnedFd,
+}
+
+#[derive(Default)]
+pub struct Handles {
+    map: DashMap<u64, Arc<OpenFile>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn insert(&self, ino: u64, fd: OwnedFd) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map.insert(fh, Arc::new(OpenFile { ino, fd }));
+        fh
+    }
+    pub fn get(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
+        self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
+    }
+    pub fn remove(&self, fh: u64) {
+        self.map.remove(&fh);
+    }
+}
+
+/// The changes of a setattr call; `None` leaves a field alone.
+#[derive(Default, Clone, Copy)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: TimeSpec,
+    pub mtime: TimeSpec,
+}
+
+/// open(2) flags a layer file may be opened with: creation is ours, O_DIRECT would demand
+/// aligned buffers from the daemon.
+fn layer_open_flags(flags: i32) -> i32 {
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT)
+}
+
+fn is_write_open(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Union {
+    /// Opens a file; a write-open of a lower file copies it up first.
+    pub fn open(&self, ino: u64, flags: i32) -> SysResult<u64> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        if is_write_open(flags) {
+            if self.read_only() {
+                return Err(Errno::EROFS);
+            }
+            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
+        }
+        let (layer, path, _) = self.locate(&node)?;
+        let (dfd, name) = self.parent_fd(layer, &path)?;
+        let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
+        Ok(self.files.insert(ino, fd))
+    }
+
+    /// Registers the fd of a freshly created file as an open handle.
+    pub fn adopt_open(&self, ino: u64, fd: OwnedFd) -> u64 {
+        self.files.insert(ino, fd)
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> SysResult<Vec<u8>> {
+        let f = self.files.get(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = sys::pread(f.fd.as_fd(), &mut buf[got..], off + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> SysResult<u32> {
+        let f = self.files.get(fh)?;
+        let mut done = 0;
+        while done < data.len() {
+            done += sys::pwrite(f.fd.as_fd(), &data[done..], off + done as u64)?;
+        }
+        Ok(done as u32)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.remove(fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        sys::fsync(self.files.get(fh)?.fd.as_fd(), datasync)
+    }
+
+    /// fsyncdir: the directory's upper copy, where it has one, reaches the disk.
+    pub fn fsyncdir(&self, ino: u64) -> SysResult<()> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        let (layer, path, _) = self.locate(&node)?;
+        if layer != 0 || self.read_only() {
+            return Ok(());
+        }
+        let d = self.dir_fd(0, &path)?;
+        let f = sys::reopen(d.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        sys::fsync(f.as_fd(), false)
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
+        sys::fallocate(self.files.get(fh)?.fd.as_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {
+        sys::lseek(self.files.get(fh)?.fd.as_fd(), off, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> SysResult<u32> {
+        let a = self.files.get(fh_in)?;
+        let b = self.files.get(fh_out)?;
+        let want = len.min(1 << 30) as usize;
+        let n = sys::copy_file_range(a.fd.as_fd(), off_in, b.fd.as_fd(), off_out, want)?;
+        Ok(n as u32)
+    }
+
+    /// setattr: copy-up (no data when truncating to zero), then each change on the upper.
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, ch: SetAttr) -> SysResult<Attr> {
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        self.copy_up(&node, ch.size != Some(0))?;
+        let (_, path, s) = self.locate(&node)?;
+        let (dfd, name) = self.parent_fd(0, &path)?;
+        let d = dfd.as_fd();
+        if let Some(size) = ch.size {
+            if s.kind == libc::S_IFDIR {
+                return Err(Errno::EISDIR);
+            }
+            match fh.and_then(|h| self.files.get(h).ok()) {
+                Some(f) if sys::ftruncate(f.fd.as_fd(), size).is_ok() => {}
+                _ => {
+                    let f = sys::openat(d, name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(f.as_fd(), size)?;
+                }
+            }
+        }
+        if ch.uid.is_some() || ch.gid.is_some() {
+            sys::fchownat(
+                d,
+                name,
+                ch.uid.unwrap_or(u32::MAX),
+                ch.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = ch.mode {
+            if s.kind != libc::S_IFLNK {
+                sys::fchmodat(d, name, mode & 0o7777)?;
+            }
+        }
+        if ch.atime.is_some() || ch.mtime.is_some() {
+            sys::utimensat(d, name, ch.atime, ch.mtime)?;
+        }
+        self.getattr_node(&node)
+    }
+
+    /// Runs `f` on the xattr target of a node's current copy.
+    fn with_xtarget<T>(&self, ino: u64, f: impl FnOnce(XTarget<'_>) -> SysResult<T>) -> SysResult<T> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        let (layer, path, _) = self.locate(&node)?;
+        self.xtarget_at(layer, &path, f)
+    }
+
+    fn xtarget_at<T>(
+        &self,
+        layer: usize,
+        path: &OsStr,
+        f: impl FnOnce(XTarget<'_>) -> SysResult<T>,
+    ) -> SysResult<T> {
+        if path.is_empty() {
+            return f(XTarget::Fd(self.layers.layers[layer].fd()));
+        }
+        let (dfd, name) = self.parent_fd(layer, path)?;
+        let d: BorrowedFd<'_> = dfd.as_fd();
+        f(XTarget::At(d, name))
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
+        if whiteout::is_private_xattr(name) {
+            return Err(Errno::ENODATA);
+        }
+        self.with_xtarget(ino, |t| sys::getxattr(t, name))
+    }
+
+    pub fn listxattr(&self, ino: u64) -> SysResult<Vec<OsString>> {
+        let names = self.with_xtarget(ino, sys::listxattr)?;
+        Ok(names
+            .into_iter()
+            .filter(|n| !whiteout::is_private_xattr(n))
+            .collect())
+    }
+
+    /// setxattr (remove = false) and removexattr (remove = true); both copy up first.
+    pub fn change_xattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: Option<(&[u8], i32)>,
+    ) -> SysResult<()> {
+        if whiteout::is_private_xattr(name) {
+            return Err(if value.is_some() { Errno::EPERM } else { Errno::ENODATA });
+        }
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        self.copy_up(&node, true)?;
+        let (_, path, _) = self.locate(&node)?;
+        self.xtarget_at(0, &path, |t| match value {
+            Some((v, flags)) => sys::setxattr(t, name, v, flags),
+            None => sys::removexattr(t, name),
+        })
+    }
+
+    /// access(2) for mounts without default_permissions: the mode bits of the merged view.
+    pub fn access(&self, caller: Caller, ino: u64, mask: i32) -> SysResult<()> {
+        let a = self.getattr(ino)?;
+        if mask & libc::W_OK != 0 && self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let m = a.st.st_mode;
+        if caller.uid == 0 {
+            let any_x = m & 0o111 != 0 || m & libc::S_IFMT == libc::S_IFDIR;
+            return if mask & libc::X_OK != 0 && !any_x {
+                Err(Errno::EACCES)
+            } else {
+                Ok(())
+            };
+        }
+        let bits = if a.st.st_uid == caller.uid {
+            (m >> 6) & 7
+        } else if a.st.st_gid == caller.gid {
+            (m >> 3) & 7
+        } else {
+            m & 7
+        };
+        if (mask as u32) & !bits & 7 != 0 {
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+}

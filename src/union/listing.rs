@@ -1,0 +1,190 @@
+//! Merged directory listings (S9): every visible name once, reserved names and whiteouts
+//! never shown, and directory handles that serve a stable snapshot across readdir calls.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use super::{Resolved, Union};
+use crate::sys::{self, Errno, SysResult};
+use crate::whiteout;
+
+/// One visible entry of a merged directory.
+#[derive(Clone, Debug)]
+pub struct ListEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// S_IFMT bits.
+    pub kind: u32,
+}
+
+fn dtype_kind(d: u8) -> Option<u32> {
+    Some(match d {
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        _ => return None,
+    })
+}
+
+struct DirHandle {
+    ino: u64,
+    entries: Vec<ListEntry>,
+    served: bool,
+}
+
+#[derive(Default)]
+pub struct DirHandles {
+    map: DashMap<u64, Arc<Mutex<DirHandle>>>,
+    next: AtomicU64,
+}
+
+impl Union {
+    /// The visible entries of the merged dir at `path`, in a stable order.
+    pub(super) fn merged_list(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<Vec<ListEntry>> {
+        let mut decided: HashSet<OsString> = HashSet::new();
+        let mut out = Vec::new();
+        for (pos, &l) in dir_layers.iter().enumerate() {
+            let dfd = match self.dir_fd(l, path) {
+                Ok(f) => f,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if pos > 0 => continue,
+                Err(e) => return Err(e),
+            };
+            let d = dfd.as_fd();
+            let is_upper = self.is_upper(l);
+            let dev = self.layers.layers[l].dev;
+            let mut hidden_below = Vec::new();
+            for e in sys::read_dir(d)? {
+                if whiteout::is_reserved_name(&e.name) {
+                    let b = e.name.as_bytes();
+                    if b != whiteout::OPAQUE_NAME.as_bytes() {
+                        hidden_below.push(OsStr::from_bytes(&b[whiteout::WH_PREFIX.len()..]).to_os_string());
+                    }
+                    continue;
+                }
+                if decided.contains(&e.name) {
+                    continue;
+                }
+                let needs_stat = matches!(e.dtype, libc::DT_CHR | libc::DT_UNKNOWN)
+                    || (e.dtype == libc::DT_REG && !is_upper);
+                let mut kind = dtype_kind(e.dtype);
+                if needs_stat {
+                    let st = match sys::fstatat(d, &e.name) {
+                        Ok(st) => st,
+                        Err(_) => continue,
+                    };
+                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, &e.name) {
+                        decided.insert(e.name);
+                        continue;
+                    }
+                    kind = Some(st.st_mode & libc::S_IFMT);
+                }
+                let ino = self.inodes.number_for(dev, e.ino);
+                decided.insert(e.name.clone());
+                out.push(ListEntry {
+                    name: e.name,
+                    ino,
+                    kind: kind.unwrap_or(libc::S_IFREG),
+                });
+            }
+            decided.extend(hidden_below);
+        }
+        Ok(out)
+    }
+
+    /// The visible entries of a merged dir, each fully resolved.
+    pub(super) fn merged_entries(
+        &self,
+        path: &OsStr,
+        dir_layers: &[usize],
+    ) -> SysResult<Vec<(OsString, Resolved)>> {
+        let mut out = Vec::new();
+        for e in self.merged_list(path, dir_layers)? {
+            if let Some(r) = self.resolve_child(path, dir_layers, &e.name)? {
+                out.push((e.name, r));
+            }
+        }
+        Ok(out)
+    }
+
+    fn snapshot_dir(&self, ino: u64) -> SysResult<Vec<ListEntry>> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        let s = node.snapshot();
+        if s.kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let path = self.path_of(&node)?;
+        let parent = s.names.first().map(|(p, _)| *p).unwrap_or(ino);
+        let mut entries = vec![
+            ListEntry {
+                name: ".".into(),
+                ino,
+                kind: libc::S_IFDIR,
+            },
+            ListEntry {
+                name: "..".into(),
+                ino: parent,
+                kind: libc::S_IFDIR,
+            },
+        ];
+        entries.extend(self.merged_list(&path, &s.dir_layers)?);
+        Ok(entries)
+    }
+
+    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
+        let entries = self.snapshot_dir(ino)?;
+        let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dirs.map.insert(
+            fh,
+            Arc::new(Mutex::new(DirHandle {
+                ino,
+                entries,
+                served: false,
+            })),
+        );
+        Ok(fh)
+    }
+
+    /// Feeds entries from `offset` on to `add` (which gets the next offset and returns
+    /// true when its buffer is full); offsets are positions in the handle's snapshot. A read
+    /// at offset 0 after the snapshot was served (rewinddir) takes a fresh one.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &ListEntry) -> bool,
+    ) -> SysResult<()> {
+        let h = self.dirs.map.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)?;
+        let mut h = h.lock();
+        if offset == 0 && h.served {
+            h.entries = self.snapshot_dir(h.ino)?;
+        }
+        h.served = true;
+        for (i, e) in h.entries.iter().enumerate().skip(offset as usize) {
+            if add(i as u64 + 1, e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.map.remove(&fh);
+    }
+
+    /// Whether the merged dir at `path` has no visible entries.
+    pub(super) fn merged_is_empty(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<bool> {
+        Ok(self.merged_list(path, dir_layers)?.is_empty())
+    }
+}

@@ -1,0 +1,347 @@
+//! The union core: the merged view over a `LayerSet`, in plain Rust types and errnos, with
+//! no FUSE dependency. Submodules add the operations by concern:
+//! `inodes` (the table), `copyup`, `namespace` (create/remove/rename), `files` (open
+//! files, attributes, xattrs), `listing` (merged readdir).
+//!
+//! Lookup (S4-S6): an entry comes from the highest layer that has it; a directory merges
+//! with directories below it until a non-directory, a whiteout or an opaque marker.
+
+pub mod copyup;
+pub mod files;
+pub mod inodes;
+pub mod listing;
+pub mod namespace;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::layers::{LayerSet, Role};
+use crate::sys::{self, Errno, Stat, SysResult};
+use crate::whiteout;
+use inodes::{InodeTable, Node, NodeState, ROOT_INO};
+
+/// Who asks: the credentials of the FUSE request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attributes of an object in the merged view; `st.st_ino` is our inode number.
+#[derive(Clone, Copy)]
+pub struct Attr {
+    pub st: Stat,
+}
+
+impl Attr {
+    pub fn ino(&self) -> u64 {
+        self.st.st_ino
+    }
+}
+
+/// What resolving a name across the layers found.
+#[derive(Clone)]
+pub struct Resolved {
+    pub st: Stat,
+    pub layer: usize,
+    pub dir_layers: Vec<usize>,
+}
+
+impl Resolved {
+    pub fn kind(&self) -> u32 {
+        self.st.st_mode & libc::S_IFMT
+    }
+}
+
+pub struct Union {
+    pub layers: LayerSet,
+    pub inodes: InodeTable,
+    pub files: files::Handles,
+    pub dirs: listing::DirHandles,
+    /// Renames take it exclusively; path computations and changes share it, so a path is
+    /// never computed from a half-applied rename.
+    ns: RwLock<()>,
+}
+
+/// `parent/name` (or `name` at the root).
+pub fn join(parent: &OsStr, name: &OsStr) -> OsString {
+    if parent.is_empty() {
+        return name.to_os_string();
+    }
+    let mut v = parent.as_bytes().to_vec();
+    v.push(b'/');
+    v.extend_from_slice(name.as_bytes());
+    OsStr::from_bytes(&v).to_os_string()
+}
+
+/// Splits a relative path into (parent, last component).
+pub fn split(path: &OsStr) -> (&OsStr, &OsStr) {
+    let b = path.as_bytes();
+    match b.iter().rposition(|c| *c == b'/') {
+        Some(i) => (OsStr::from_bytes(&b[..i]), OsStr::from_bytes(&b[i + 1..])),
+        None => (OsStr::new(""), path),
+    }
+}
+
+pub fn check_name(name: &OsStr) -> SysResult<()> {
+    if name.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name.as_bytes().contains(&b'/') || name == "." || name == ".." {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+impl Union {
+    pub fn new(layers: LayerSet) -> SysResult<Union> {
+        let mut dir_layers = Vec::new();
+        for (i, l) in layers.layers.iter().enumerate() {
+            dir_layers.push(i);
+            if l.role == Role::Upper || i + 1 < layers.layers.len() {
+                let opaque = sys::fstatat(l.fd(), OsStr::new(whiteout::OPAQUE_NAME)).is_ok();
+                if opaque {
+                    break;
+                }
+            }
+        }
+        let root = NodeState {
+            kind: libc::S_IFDIR,
+            names: Vec::new(),
+            layer: 0,
+            dir_layers,
+            unlinked: false,
+        };
+        let root_st = sys::fstat(layers.layers[0].fd())?;
+        let inodes = InodeTable::new(root);
+        inodes.alias_identity(root_st.st_dev, root_st.st_ino, ROOT_INO);
+        Ok(Union {
+            layers,
+            inodes,
+            files: files::Handles::default(),
+            dirs: listing::DirHandles::default(),
+            ns: RwLock::new(()),
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        !self.layers.has_upper
+    }
+
+    fn is_upper(&self, layer: usize) -> bool {
+        self.layers.has_upper && layer == 0
+    }
+
+    pub fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
+        self.inodes.get(ino).ok_or(Errno::ENOENT)
+    }
+
+    /// The merged-view path of a node, relative to the layer roots ("" for the root).
+    fn path_of(&self, node: &Node) -> SysResult<OsString> {
+        let mut parts: Vec<OsString> = Vec::new();
+        let mut cur = node.ino;
+        let mut hops = 0;
+        while cur != ROOT_INO {
+            let n = self.node(cur)?;
+            let s = n.state.lock();
+            let (parent, name) = s.names.first().cloned().ok_or(Errno::ENOENT)?;
+            drop(s);
+            parts.push(name);
+            cur = parent;
+            hops += 1;
+            if hops > 4096 {
+                return Err(Errno::ELOOP);
+            }
+        }
+        let mut out = OsString::new();
+        for p in parts.iter().rev() {
+            out = join(&out, p);
+        }
+        Ok(out)
+    }
+
+    /// An O_PATH fd of the directory at `path` in `layer`, resolved beneath its root.
+    fn dir_fd(&self, layer: usize, path: &OsStr) -> SysResult<OwnedFd> {
+        sys::open_beneath(
+            self.layers.layers[layer].fd(),
+            path,
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+    }
+
+    /// The parent dir fd in `layer` of the object at `path`, and its last component.
+    fn parent_fd<'p>(&self, layer: usize, path: &'p OsStr) -> SysResult<(OwnedFd, &'p OsStr)> {
+        let (parent, name) = split(path);
+        Ok((self.dir_fd(layer, parent)?, name))
+    }
+
+    fn stat_in(&self, layer: usize, path: &OsStr) -> SysResult<Stat> {
+        if path.is_empty() {
+            return sys::fstat(self.layers.layers[layer].fd());
+        }
+        let (dfd, name) = self.parent_fd(layer, path)?;
+        sys::fstatat(dfd.as_fd(), name)
+    }
+
+    /// Resolves `name` in the directory at `parent_path` across `layers` (S4-S6).
+    fn resolve_child(
+        &self,
+        parent_path: &OsStr,
+        layers: &[usize],
+        name: &OsStr,
+    ) -> SysResult<Option<Resolved>> {
+        let mut found: Option<Resolved> = None;
+        for (pos, &l) in layers.iter().enumerate() {
+            let dfd = match self.dir_fd(l, parent_path) {
+                Ok(f) => f,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => continue,
+                Err(e) if found.is_none() => return Err(e),
+                Err(_) => break,
+            };
+            let d = dfd.as_fd();
+            let is_upper = self.is_upper(l);
+            match sys::fstatat(d, name) {
+                Ok(st) => {
+                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, name) {
+                        break;
+                    }
+                    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                    match &mut found {
+                        None => {
+                            found = Some(Resolved {
+                                st,
+                                layer: l,
+                                dir_layers: if is_dir { vec![l] } else { Vec::new() },
+                            });
+                            if !is_dir {
+                                break;
+                            }
+                        }
+                        Some(r) if is_dir => r.dir_layers.push(l),
+                        Some(_) => break,
+                    }
+                    let more_below = pos + 1 < layers.len();
+                    if more_below
+                        && (whiteout::has_aufs_whiteout(d, name) || whiteout::dir_is_opaque(d, name))
+                    {
+                        break;
+                    }
+                }
+                Err(Errno::ENOENT) => {
+                    if whiteout::has_aufs_whiteout(d, name) {
+                        break;
+                    }
+                }
+                Err(e) if found.is_none() && e != Errno::ENOTDIR => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// The attributes the merged view shows for a resolved object.
+    fn attr_from(&self, number: u64, mut st: Stat, dir_layers: &[usize]) -> Attr {
+        st.st_ino = number;
+        if dir_layers.len() > 1 {
+            // Like overlayfs: the link count of a merged dir cannot be known cheaply.
+            st.st_nlink = 1;
+        }
+        Attr { st }
+    }
+
+    /// Looks up `name` in `parent` and counts a kernel reference on the result.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
+        check_name(name).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e })?;
+        if whiteout::is_reserved_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        let _ns = self.ns.read();
+        self.lookup_locked(parent, name)
+    }
+
+    fn lookup_locked(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
+        let pnode = self.node(parent)?;
+        let ps = pnode.snapshot();
+        if ps.kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let ppath = self.path_of(&pnode)?;
+        let r = self
+            .resolve_child(&ppath, &ps.dir_layers, name)?
+            .ok_or(Errno::ENOENT)?;
+        Ok(self.register(parent, name, r))
+    }
+
+    /// Enters a resolved object in the inode table (one kernel reference).
+    fn register(&self, parent: u64, name: &OsStr, r: Resolved) -> Attr {
+        let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
+        let kind = r.kind();
+        self.inodes.upsert_lookup(
+            number,
+            NodeState {
+                kind,
+                names: vec![(parent, name.to_os_string())],
+                layer: r.layer,
+                dir_layers: r.dir_layers.clone(),
+                unlinked: false,
+            },
+        );
+        self.attr_from(number, r.st, &r.dir_layers)
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Where a node's current copy is: (layer, path, state). Tries every known name.
+    fn locate(&self, node: &Node) -> SysResult<(usize, OsString, NodeState)> {
+        let s = node.snapshot();
+        let path = self.path_of(node)?;
+        Ok((s.layer, path, s))
+    }
+
+    pub fn getattr(&self, ino: u64) -> SysResult<Attr> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        self.getattr_node(&node)
+    }
+
+    fn getattr_node(&self, node: &Node) -> SysResult<Attr> {
+        let (layer, path, s) = self.locate(node)?;
+        match self.stat_in(layer, &path) {
+            Ok(st) => Ok(self.attr_from(node.ino, st, &s.dir_layers)),
+            Err(e) => {
+                // A hard link known by another name: try the other names.
+                let mut st = node.state.lock();
+                if st.names.len() > 1 {
+                    st.names.rotate_left(1);
+                    drop(st);
+                    let (layer, path, s) = self.locate(node)?;
+                    let stat = self.stat_in(layer, &path)?;
+                    return Ok(self.attr_from(node.ino, stat, &s.dir_layers));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn readlink(&self, ino: u64) -> SysResult<OsString> {
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        let (layer, path, _) = self.locate(&node)?;
+        let (dfd, name) = self.parent_fd(layer, &path)?;
+        sys::readlinkat(dfd.as_fd(), name)
+    }
+
+    pub fn statfs(&self) -> SysResult<libc::statvfs> {
+        sys::fstatvfs(self.layers.layers[0].fd())
+    }
+
+    pub fn live_inodes(&self) -> usize {
+        self.inodes.len()
+    }
+}

@@ -1,0 +1,425 @@
+//! Changes to the namespace: create, mknod, mkdir, symlink, link (S15, S17), unlink and
+//! rmdir with whiteouts (S14), rename of files and merged directories (S16).
+//!
+//! Ordering keeps every step crash-consistent: a whiteout is written before the upper
+//! object it stands in for is removed (in the aufs form both live in one layer and the
+//! real entry wins, S5), and new directories over a whiteout are built opaque in the
+//! workdir and renamed into place.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::{check_name, Attr, Caller, Union};
+use crate::options::WhiteoutForm;
+use crate::sys::{self, Errno, SysResult};
+use crate::whiteout;
+
+/// What a new object is.
+pub enum NewKind<'a> {
+    /// A regular file, created and opened with these open(2) flags.
+    File(i32),
+    Dir,
+    Node(u32, u64),
+    Symlink(&'a OsStr),
+}
+
+/// The upper directory a new entry goes into, and whether a whiteout sits at the name.
+struct Target {
+    udir: OwnedFd,
+    whiteout: bool,
+    setgid_gid: Option<u32>,
+}
+
+impl Union {
+    /// Checks that `name` can be created in `parent` and brings the parent into the upper.
+    fn prepare_create(&self, parent: u64, name: &OsStr) -> SysResult<Target> {
+        check_name(name)?;
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        if whiteout::is_reserved_name(name) {
+            return Err(Errno::EPERM);
+        }
+        let pnode = self.node(parent)?;
+        let ps = pnode.snapshot();
+        if ps.kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let ppath = self.path_of(&pnode)?;
+        if self.resolve_child(&ppath, &ps.dir_layers, name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        self.copy_up(&pnode, true)?;
+        let udir = self.dir_fd(0, &ppath)?;
+        let d = udir.as_fd();
+        let whiteout = match self.layers.whiteout {
+            WhiteoutForm::Aufs => whiteout::has_aufs_whiteout(d, name),
+            WhiteoutForm::Overlay => sys::fstatat(d, name).is_ok(),
+        };
+        let pst = sys::fstat(d)?;
+        let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
+        Ok(Target {
+            udir,
+            whiteout,
+            setgid_gid,
+        })
+    }
+
+    /// Creates a new object in the merged view. For files, also returns the open fd.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        kind: NewKind<'_>,
+        mode: u32,
+        umask: u32,
+    ) -> SysResult<(Attr, Option<OwnedFd>)> {
+        let _ns = self.ns.read();
+        let t = self.prepare_create(parent, name)?;
+        let d = t.udir.as_fd();
+        let mut perm = mode & 0o7777 & !umask;
+        let gid = t.setgid_gid.unwrap_or(caller.gid);
+        if matches!(kind, NewKind::Dir) && t.setgid_gid.is_some() {
+            perm |= libc::S_ISGID;
+        }
+        if t.whiteout && self.layers.whiteout == WhiteoutForm::Overlay {
+            sys::unlinkat(d, name, false)?;
+        }
+        let mut file = None;
+        let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
+            sys::fchownat(at, n, caller.uid, gid)?;
+            if !is_link {
+                sys::fchmodat(at, n, perm)?;
+            }
+            Ok(())
+        };
+        match kind {
+            NewKind::File(flags) => {
+                let f = sys::openat(
+                    d,
+                    name,
+                    (flags & !(libc::O_NOCTTY | libc::O_DIRECT)) | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )?;
+                if let Err(e) = finish(d, name, false) {
+                    let _ = sys::unlinkat(d, name, false);
+                    return Err(e);
+                }
+                file = Some(f);
+            }
+            NewKind::Node(m, rdev) => {
+                sys::mknodat(d, name, (m & libc::S_IFMT) | 0o600, rdev)?;
+                finish(d, name, false)?;
+            }
+            NewKind::Symlink(target) => {
+                sys::symlinkat(target, d, name)?;
+                finish(d, name, true)?;
+            }
+            NewKind::Dir if t.whiteout => {
+                // mkdir over a whiteout: an opaque dir, so the old contents stay gone (S15).
+                let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
+                let tmp = OsString::from(format!("mk.{}.{}", std::process::id(), parent));
+                let _ = crate::layers::remove_tree(work, &tmp);
+                sys::mkdirat(work, &tmp, 0o700)?;
+                let built = (|| {
+                    let fd = sys::openat(work, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                    whiteout::mark_opaque(fd.as_fd(), self.layers.whiteout)?;
+                    finish(work, &tmp, false)?;
+                    sys::renameat2(work, &tmp, d, name, sys::RENAME_NOREPLACE)
+                })();
+                if let Err(e) = built {
+                    let _ = crate::layers::remove_tree(work, &tmp);
+                    return Err(e);
+                }
+            }
+            NewKind::Dir => {
+                sys::mkdirat(d, name, 0o700)?;
+                finish(d, name, false)?;
+            }
+        }
+        if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
+            whiteout::remove_aufs_whiteout(d, name)?;
+        }
+        let attr = self.lookup_locked(parent, name)?;
+        Ok((attr, file))
+    }
+
+    /// A hard link `newname` in `newparent` to the object `ino` (its source is copied up).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> SysResult<Attr> {
+        let _ns = self.ns.read();
+        let node = self.node(ino)?;
+        if node.is_dir() {
+            return Err(Errno::EPERM);
+        }
+        let t = self.prepare_create(newparent, newname)?;
+        self.copy_up(&node, true)?;
+        let path = self.path_of(&node)?;
+        let (sdir, sname) = self.parent_fd(0, &path)?;
+        let d = t.udir.as_fd();
+        if t.whiteout && self.layers.whiteout == WhiteoutForm::Overlay {
+            sys::unlinkat(d, newname, false)?;
+        }
+        sys::linkat(sdir.as_fd(), sname, d, newname)?;
+        if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
+            whiteout::remove_aufs_whiteout(d, newname)?;
+        }
+        self.lookup_locked(newparent, newname)
+    }
+
+    /// Whether some layer below the upper still shows `name` in the dir at `ppath`.
+    fn shown_below(&self, ppath: &OsStr, dir_layers: &[usize], name: &OsStr) -> SysResult<bool> {
+        let lowers: Vec<usize> = dir_layers.iter().copied().filter(|l| *l != 0).collect();
+        Ok(!lowers.is_empty() && self.resolve_child(ppath, &lowers, name)?.is_some())
+    }
+
+    /// unlink (dir = false) and rmdir (dir = true), S14.
+    pub fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        if whiteout::is_reserved_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        let _ns = self.ns.read();
+        let pnode = self.node(parent)?;
+        let ps = pnode.snapshot();
+        let ppath = self.path_of(&pnode)?;
+        let r = self
+            .resolve_child(&ppath, &ps.dir_layers, name)?
+            .ok_or(Errno::ENOENT)?;
+        let is_dir = r.kind() == libc::S_IFDIR;
+        if dir && !is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !dir && is_dir {
+            return Err(Errno::EISDIR);
+        }
+        let cpath = super::join(&ppath, name);
+        if dir && !self.merged_is_empty(&cpath, &r.dir_layers)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        self.copy_up(&pnode, true)?;
+        let ps = pnode.snapshot();
+        let udir = self.dir_fd(0, &ppath)?;
+        let d = udir.as_fd();
+        let need_whiteout = self.shown_below(&ppath, &ps.dir_layers, name)?;
+        let in_upper = r.layer == 0;
+        let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
+        self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
+        if in_upper && (is_dir || r.st.st_nlink <= 1) {
+            self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
+        }
+        self.inodes.remove_name(number, parent, &name.to_os_string());
+        Ok(())
+    }
+
+    /// Takes `name` out of the upper dir `d`, leaving a whiteout where a lower shows it.
+    fn remove_entry(
+        &self,
+        d: BorrowedFd<'_>,
+        name: &OsStr,
+        in_upper: bool,
+        is_dir: bool,
+        need_whiteout: bool,
+    ) -> SysResult<()> {
+        let form = self.layers.whiteout;
+        if need_whiteout && form == WhiteoutForm::Aufs {
+            whiteout::write_whiteout(d, name, form)?;
+        }
+        if in_upper {
+            if is_dir {
+                let sub = sys::openat(d, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                crate::layers::remove_contents(sub.as_fd())?;
+            }
+            sys::unlinkat(d, name, is_dir)?;
+        }
+        if need_whiteout && form == WhiteoutForm::Overlay {
+            whiteout::write_whiteout(d, name, form)?;
+        }
+        Ok(())
+    }
+
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE (S16).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> SysResult<()> {
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        if flags & !(sys::RENAME_NOREPLACE | sys::RENAME_EXCHANGE) != 0
+            || flags == sys::RENAME_NOREPLACE | sys::RENAME_EXCHANGE
+        {
+            return Err(Errno::EINVAL);
+        }
+        if whiteout::is_reserved_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        check_name(newname)?;
+        if whiteout::is_reserved_name(newname) {
+            return Err(Errno::EPERM);
+        }
+        // Renames change paths of whole subtrees: nothing else computes a path meanwhile.
+        let _ns = self.ns.write();
+        let pnode = self.node(parent)?;
+        let npnode = self.node(newparent)?;
+        let ppath = self.path_of(&pnode)?;
+        let nppath = self.path_of(&npnode)?;
+        let src = self
+            .resolve_child(&ppath, &pnode.snapshot().dir_layers, name)?
+            .ok_or(Errno::ENOENT)?;
+        let dst = self.resolve_child(&nppath, &npnode.snapshot().dir_layers, newname)?;
+        let src_dir = src.kind() == libc::S_IFDIR;
+        let src_no = self.inodes.number_for(src.st.st_dev, src.st.st_ino);
+        let exchange = flags & sys::RENAME_EXCHANGE != 0;
+        if parent == newparent && name == newname {
+            return if dst.is_some() || !exchange { Ok(()) } else { Err(Errno::ENOENT) };
+        }
+        if src_dir {
+            // A directory cannot move into itself.
+            let mut cur = newparent;
+            while cur != super::inodes::ROOT_INO {
+                if cur == src_no {
+                    return Err(Errno::EINVAL);
+                }
+                cur = self
+                    .node(cur)?
+                    .snapshot()
+                    .names
+                    .first()
+                    .map(|(p, _)| *p)
+                    .ok_or(Errno::ENOENT)?;
+            }
+        }
+        let dst_no = dst
+            .as_ref()
+            .map(|d| self.inodes.number_for(d.st.st_dev, d.st.st_ino));
+        if let Some(d) = &dst {
+            let dst_dir = d.kind() == libc::S_IFDIR;
+            if flags & sys::RENAME_NOREPLACE != 0 {
+                return Err(Errno::EEXIST);
+            }
+            if !exchange {
+                if src_dir && !dst_dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                if !src_dir && dst_dir {
+                    return Err(Errno::EISDIR);
+                }
+                if dst_dir
+                    && !self.merged_is_empty(&super::join(&nppath, newname), &d.dir_layers)?
+                {
+                    return Err(Errno::ENOTEMPTY);
+                }
+            }
+        } else if exchange {
+            return Err(Errno::ENOENT);
+        }
+
+        // Bring everything involved into the upper.
+        self.copy_up(&pnode, true)?;
+        self.copy_up(&npnode, true)?;
+        let src_node = self.node_or_register(parent, name, src_no)?;
+        if src_dir {
+            self.copy_up_tree(&src_node)?;
+        } else {
+            self.copy_up(&src_node, true)?;
+        }
+        let dst_node = match dst_no {
+            Some(no) => Some(self.node_or_register(newparent, newname, no)?),
+            None => None,
+        };
+        if let (true, Some(dn)) = (exchange, &dst_node) {
+            if dn.is_dir() {
+                self.copy_up_tree(dn)?;
+            } else {
+                self.copy_up(dn, true)?;
+            }
+        }
+        let pl = pnode.snapshot().dir_layers;
+        let npl = npnode.snapshot().dir_layers;
+        let od = self.dir_fd(0, &ppath)?;
+        let nd = self.dir_fd(0, &nppath)?;
+        let (od, nd) = (od.as_fd(), nd.as_fd());
+        let form = self.layers.whiteout;
+
+        if exchange {
+            sys::renameat2(od, name, nd, newname, sys::RENAME_EXCHANGE)?;
+            if let Some(dn) = dst_no {
+                self.inodes
+                    .rename_name(dn, (newparent, &newname.to_os_string()), (parent, name.into()));
+            }
+            self.inodes
+                .rename_name(src_no, (parent, &name.to_os_string()), (newparent, newname.into()));
+            return Ok(());
+        }
+
+        // The source leaves its name: a lower that shows it there needs a whiteout first.
+        let old_needs_wh = self.shown_below(&ppath, &pl, name)?;
+        let dst_in_upper = sys::fstatat(nd, newname)
+            .map(|st| {
+                !(form == WhiteoutForm::Overlay
+                    && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+                    && st.st_rdev == 0)
+            })
+            .unwrap_or(false);
+        if let (true, Some(d)) = (src_dir, &dst) {
+            // Replacing an (empty) merged dir: its lower contents must not show through.
+            if d.dir_layers.iter().any(|l| *l != 0) || self.shown_below(&nppath, &npl, newname)? {
+                let sfd = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                whiteout::mark_opaque(sfd.as_fd(), form)?;
+            }
+            if dst_in_upper {
+                let sub = sys::openat(nd, newname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                crate::layers::remove_contents(sub.as_fd())?;
+            }
+        } else if src_dir && self.shown_below(&nppath, &npl, newname)? {
+            let sfd = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            whiteout::mark_opaque(sfd.as_fd(), form)?;
+        }
+        if old_needs_wh && form == WhiteoutForm::Aufs {
+            whiteout::write_whiteout(od, name, form)?;
+        }
+        if !dst_in_upper && form == WhiteoutForm::Overlay && sys::fstatat(nd, newname).is_ok() {
+            // An overlay whiteout at the target: a directory cannot replace it in one step.
+            sys::unlinkat(nd, newname, false)?;
+        }
+        sys::renameat2(od, name, nd, newname, 0)?;
+        if old_needs_wh && form == WhiteoutForm::Overlay {
+            whiteout::write_whiteout(od, name, form)?;
+        }
+        if let Some(dn) = dst_no {
+            if let Some(d) = &dst {
+                if d.layer == 0 && d.st.st_nlink <= 1 {
+                    self.inodes.drop_identity(d.st.st_dev, d.st.st_ino);
+                }
+            }
+            self.inodes.remove_name(dn, newparent, &newname.to_os_string());
+        }
+        self.inodes
+            .rename_name(src_no, (parent, &name.to_os_string()), (newparent, newname.into()));
+        Ok(())
+    }
+
+    /// The node of a resolved entry, entering it in the table if the kernel never looked
+    /// it up (renames can name entries the kernel has not cached). Holds no extra reference.
+    fn node_or_register(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        number: u64,
+    ) -> SysResult<std::sync::Arc<super::inodes::Node>> {
+        if let Some(n) = self.inodes.get(number) {
+            return Ok(n);
+        }
+        self.lookup_locked(parent, name)?;
+        let n = self.node(number)?;
+        self.inodes.forget(number, 1);
+        Ok(n)
+    }
+}

@@ -1,0 +1,150 @@
+//! Whiteouts and opaque markers: their names, how each on-disk form is recognised (S5, S6),
+//! which names and xattrs are reserved (S8), and how they are written (S7).
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::options::WhiteoutForm;
+use crate::sys::{self, Errno, Stat, SysResult, XTarget};
+
+pub const WH_PREFIX: &[u8] = b".wh.";
+pub const OPAQUE_NAME: &str = ".wh..wh..opq";
+const OVL_WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// Names reserved by the aufs/OCI forms: never shown, never created (S8).
+pub fn is_reserved_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WH_PREFIX)
+}
+
+/// `.wh.<name>`
+pub fn aufs_whiteout_name(name: &OsStr) -> OsString {
+    let mut v = WH_PREFIX.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    OsStr::from_bytes(&v).to_os_string()
+}
+
+/// Xattrs private to the union: hidden from the merged view (S8).
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b"trusted.overlay.")
+        || b.starts_with(b"user.overlay.")
+        || b.starts_with(b"trusted.stratafs.")
+        || b.starts_with(b"user.stratafs.")
+}
+
+fn is_char00(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Whether an entry found in a layer is itself a whiteout (overlayfs forms). In the
+/// upper, char 0/0 counts only under `whiteout=overlay` (S5).
+pub fn entry_is_whiteout(
+    st: &Stat,
+    is_upper: bool,
+    form: WhiteoutForm,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+) -> bool {
+    if is_char00(st) {
+        return !is_upper || form == WhiteoutForm::Overlay;
+    }
+    if is_upper && form == WhiteoutForm::Aufs {
+        return false;
+    }
+    // The xattr form: an empty regular file carrying trusted.overlay.whiteout.
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 {
+        return OVL_WHITEOUT_XATTRS
+            .iter()
+            .any(|x| sys::getxattr(XTarget::At(dir, name), OsStr::new(x)).is_ok());
+    }
+    false
+}
+
+/// Whether `dir` holds an aufs whiteout `.wh.<name>`.
+pub fn has_aufs_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    sys::fstatat(dir, &aufs_whiteout_name(name)).is_ok()
+}
+
+/// Whether the directory `name` inside `parent` is opaque in any read form (S6).
+pub fn dir_is_opaque(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
+    if let Ok(d) = sys::openat(parent, name, libc::O_PATH | libc::O_DIRECTORY, 0) {
+        if sys::fstatat(std::os::fd::AsFd::as_fd(&d), OsStr::new(OPAQUE_NAME)).is_ok() {
+            return true;
+        }
+    }
+    OVL_OPAQUE_XATTRS.iter().any(|x| {
+        sys::getxattr(XTarget::At(parent, name), OsStr::new(x))
+            .map(|v| v.first() == Some(&b'y'))
+            .unwrap_or(false)
+    })
+}
+
+/// Writes a whiteout for `name` into `dir` (an upper directory) in the configured form.
+pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> SysResult<()> {
+    match form {
+        WhiteoutForm::Aufs => {
+            let wh = aufs_whiteout_name(name);
+            match sys::openat(dir, &wh, libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL, 0o600) {
+                Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        WhiteoutForm::Overlay => sys::mknodat(dir, name, libc::S_IFCHR | 0o600, 0),
+    }
+}
+
+/// Removes the aufs whiteout for `name` in `dir` if there is one (S15).
+pub fn remove_aufs_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    match sys::unlinkat(dir, &aufs_whiteout_name(name), false) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks the directory `dir` (an open fd of it) opaque in the configured form.
+pub fn mark_opaque(dir: BorrowedFd<'_>, form: WhiteoutForm) -> SysResult<()> {
+    match form {
+        WhiteoutForm::Aufs => {
+            match sys::openat(
+                dir,
+                OsStr::new(OPAQUE_NAME),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+                0o600,
+            ) {
+                Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        WhiteoutForm::Overlay => sys::setxattr(
+            XTarget::Fd(dir),
+            OsStr::new("trusted.overlay.opaque"),
+            b"y",
+            0,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_whiteout_names() {
+        assert!(is_reserved_name(OsStr::new(".wh.foo")));
+        assert!(is_reserved_name(OsStr::new(OPAQUE_NAME)));
+        assert!(!is_reserved_name(OsStr::new(".whx")));
+        assert!(!is_reserved_name(OsStr::new("wh.foo")));
+        assert_eq!(aufs_whiteout_name(OsStr::new("a b")), OsString::from(".wh.a b"));
+    }
+
+    #[test]
+    fn private_xattrs() {
+        assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(is_private_xattr(OsStr::new("user.overlay.whiteout")));
+        assert!(is_private_xattr(OsStr::new("trusted.stratafs.origin")));
+        assert!(!is_private_xattr(OsStr::new("user.mime_type")));
+        assert!(!is_private_xattr(OsStr::new("security.capability")));
+    }
+}
