@@ -97,7 +97,7 @@ pub fn run(req: MountRequest) -> i32 {
             eprintln!("stratafs: fork: {e}");
             1
         }
-        Ok(sys::Fork::Parent(_)) => {
+        Ok(sys::Fork::Parent) => {
             drop(wr);
             let msg = sys::read_to_end(rd.as_fd());
             let msg = String::from_utf8_lossy(&msg);
@@ -107,7 +107,11 @@ pub fn run(req: MountRequest) -> i32 {
                 let m = msg.trim();
                 eprintln!(
                     "stratafs: {}",
-                    if m.is_empty() { "daemon exited before the mount was live" } else { m }
+                    if m.is_empty() {
+                        "daemon exited before the mount was live"
+                    } else {
+                        m
+                    }
                 );
                 1
             }
@@ -130,6 +134,9 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         }
     };
     sys::umask(0);
+    for l in &layers.layers {
+        tracing::info!("layer {:?}: {}", l.role, l.path.display());
+    }
     sys::raise_nofile();
     let union = match Union::new(layers) {
         Ok(u) => Arc::new(u),

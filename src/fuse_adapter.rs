@@ -121,7 +121,17 @@ impl StrataFs {
         }
     }
 
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, mode: u32, umask: u32, reply: ReplyEntry) {
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: NewKind<'_>,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let r = self
             .union
             .create(caller(req), parent.0, name, kind, mode, umask)
@@ -218,11 +228,36 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.make(req, parent, name, NewKind::Node(mode, rdev as u64), mode, umask, reply);
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.make(
+            req,
+            parent,
+            name,
+            NewKind::Node(mode, rdev as u64),
+            mode,
+            umask,
+            reply,
+        );
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         self.make(req, parent, name, NewKind::Dir, mode, umask, reply);
     }
 
@@ -234,8 +269,23 @@ impl Filesystem for StrataFs {
         empty(reply, self.union.remove(parent.0, name, true));
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        self.make(req, parent, link_name, NewKind::Symlink(target.as_os_str()), 0o777, 0, reply);
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.make(
+            req,
+            parent,
+            link_name,
+            NewKind::Symlink(target.as_os_str()),
+            0o777,
+            0,
+            reply,
+        );
     }
 
     fn rename(
@@ -255,7 +305,14 @@ impl Filesystem for StrataFs {
         );
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         self.entry(reply, self.union.link(ino.0, newparent.0, newname));
     }
 
@@ -301,7 +358,14 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -319,7 +383,14 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.union.fsync(fh.0, datasync));
     }
 
@@ -330,7 +401,14 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let r = self.union.readdir(fh.0, offset, |next, e| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
         });
@@ -340,7 +418,14 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let r = self.union.readdir(fh.0, offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 // Not counted as lookups by the kernel: plain attributes only.
@@ -348,11 +433,25 @@ impl Filesystem for StrataFs {
                     Ok(a) => a,
                     Err(_) => return false,
                 };
-                return reply.add(INodeNo(e.ino), next, &e.name, &Duration::ZERO, &file_attr(&a), Generation(0));
+                return reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    &e.name,
+                    &Duration::ZERO,
+                    &file_attr(&a),
+                    Generation(0),
+                );
             }
             match self.union.lookup(ino.0, &e.name) {
                 Ok(a) => {
-                    let full = reply.add(INodeNo(a.ino()), next, &e.name, &self.ttl, &file_attr(&a), Generation(0));
+                    let full = reply.add(
+                        INodeNo(a.ino()),
+                        next,
+                        &e.name,
+                        &self.ttl,
+                        &file_attr(&a),
+                        Generation(0),
+                    );
                     if full {
                         self.union.forget(a.ino(), 1);
                     }
@@ -368,12 +467,26 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.union.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.union.fsyncdir(ino.0));
     }
 
@@ -393,8 +506,20 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        empty(reply, self.union.change_xattr(ino.0, name, Some((value, flags))));
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            self.union.change_xattr(ino.0, name, Some((value, flags))),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -426,25 +551,62 @@ impl Filesystem for StrataFs {
         empty(reply, self.union.access(caller(req), ino.0, mask.bits()));
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let r = self
-            .union
-            .create(caller(req), parent.0, name, NewKind::File(flags), mode, umask);
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self.union.create(
+            caller(req),
+            parent.0,
+            name,
+            NewKind::File(flags),
+            mode,
+            umask,
+        );
         match r {
             Ok((a, Some(fd))) => {
                 let fh = self.union.adopt_open(a.ino(), fd);
-                reply.created(&self.ttl, &file_attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty());
+                reply.created(
+                    &self.ttl,
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                );
             }
             Ok((_, None)) => reply.error(FErrno::from_i32(libc::EIO)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.union.fallocate(fh.0, mode, offset, length));
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match self.union.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),

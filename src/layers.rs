@@ -178,14 +178,6 @@ impl LayerSet {
             whiteout: opts.whiteout,
         })
     }
-
-    pub fn upper(&self) -> Option<&Layer> {
-        if self.has_upper {
-            self.layers.first()
-        } else {
-            None
-        }
-    }
 }
 
 /// Creates (or empties, S3) the scratch dir inside workdir and returns its fd.
@@ -197,12 +189,7 @@ fn prepare_workdir(w: &Path) -> Result<OwnedFd, String> {
         Ok(()) | Err(sys::Errno::EEXIST) => {}
         Err(e) => return Err(err(e)),
     }
-    let fd = sys::open_beneath(
-        wfd.as_fd(),
-        sub,
-        libc::O_PATH | libc::O_DIRECTORY,
-    )
-    .map_err(err)?;
+    let fd = sys::open_beneath(wfd.as_fd(), sub, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
     remove_contents(fd.as_fd()).map_err(err)?;
     Ok(fd)
 }

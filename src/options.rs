@@ -47,9 +47,32 @@ impl Default for MountOptions {
 
 /// Options that mount(8), fstab and systemd pass and that need nothing from us.
 const PASSED_ALONG: &[&str] = &[
-    "rw", "defaults", "noatime", "relatime", "strictatime", "nodiratime", "atime", "nodev",
-    "nosuid", "dev", "suid", "exec", "noexec", "auto", "noauto", "nofail", "user", "users",
-    "nouser", "_netdev", "async", "sync", "dirsync", "lazytime", "nolazytime", "silent",
+    "rw",
+    "defaults",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "atime",
+    "nodev",
+    "nosuid",
+    "dev",
+    "suid",
+    "exec",
+    "noexec",
+    "auto",
+    "noauto",
+    "nofail",
+    "user",
+    "users",
+    "nouser",
+    "_netdev",
+    "async",
+    "sync",
+    "dirsync",
+    "lazytime",
+    "nolazytime",
+    "silent",
     "loud",
 ];
 
@@ -176,6 +199,7 @@ impl MountOptions {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn parse(opts: &str) -> Result<MountOptions, String> {
         let mut m = MountOptions::default();
         m.apply(opts)?;
@@ -204,9 +228,10 @@ mod tests {
 
     #[test]
     fn passed_along_options_and_empty_elements_are_accepted() {
-        let m =
-            MountOptions::parse("lowerdir=/a,,rw,nodev,nosuid,noatime,nofail,_netdev,x-systemd.after=b")
-                .unwrap();
+        let m = MountOptions::parse(
+            "lowerdir=/a,,rw,nodev,nosuid,noatime,nofail,_netdev,x-systemd.after=b",
+        )
+        .unwrap();
         assert_eq!(m.lowerdirs.len(), 1);
         assert!(!m.read_only);
     }
@@ -221,8 +246,9 @@ mod tests {
 
     #[test]
     fn whiteout_form_and_flags() {
-        let m = MountOptions::parse("lowerdir=/a,whiteout=overlay,ro,allow_other,default_permissions")
-            .unwrap();
+        let m =
+            MountOptions::parse("lowerdir=/a,whiteout=overlay,ro,allow_other,default_permissions")
+                .unwrap();
         assert_eq!(m.whiteout, WhiteoutForm::Overlay);
         assert!(m.read_only && m.allow_other && m.default_permissions);
         assert!(MountOptions::parse("lowerdir=/a,whiteout=zfs").is_err());
@@ -240,7 +266,8 @@ mod tests {
     #[test]
     fn later_options_override() {
         let mut m = MountOptions::parse("lowerdir=/a").unwrap();
-        m.apply("lowerdir=/b:/c,threads=2,timeout=0.5,passthrough=off").unwrap();
+        m.apply("lowerdir=/b:/c,threads=2,timeout=0.5,passthrough=off")
+            .unwrap();
         assert_eq!(m.lowerdirs.len(), 2);
         assert_eq!(m.threads, Some(2));
         assert_eq!(m.timeout_secs, Some(0.5));

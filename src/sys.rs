@@ -15,10 +15,8 @@ pub struct Errno(pub i32);
 impl Errno {
     pub const EPERM: Errno = Errno(libc::EPERM);
     pub const ENOENT: Errno = Errno(libc::ENOENT);
-    pub const EIO: Errno = Errno(libc::EIO);
     pub const EBADF: Errno = Errno(libc::EBADF);
     pub const EEXIST: Errno = Errno(libc::EEXIST);
-    pub const EXDEV: Errno = Errno(libc::EXDEV);
     pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
     pub const EISDIR: Errno = Errno(libc::EISDIR);
     pub const EINVAL: Errno = Errno(libc::EINVAL);
@@ -30,10 +28,13 @@ impl Errno {
     pub const ELOOP: Errno = Errno(libc::ELOOP);
     pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
     pub const EACCES: Errno = Errno(libc::EACCES);
-    pub const EMLINK: Errno = Errno(libc::EMLINK);
 
     pub fn last() -> Errno {
-        Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 }
 
@@ -329,6 +330,19 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysRes
     Ok(())
 }
 
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> SysResult<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    Ok(())
+}
+
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    let p = proc_fd_path(fd, None);
+    // SAFETY: valid C string (works for O_PATH descriptors too).
+    check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
 /// A timestamp to set: `None` leaves it (UTIME_OMIT); `Some(None)` is now.
 pub type TimeSpec = Option<Option<(i64, i64)>>;
 
@@ -349,7 +363,12 @@ fn to_timespec(t: TimeSpec) -> libc::timespec {
     }
 }
 
-pub fn utimensat(dir: BorrowedFd<'_>, name: &OsStr, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+) -> SysResult<()> {
     let c = cstr(name)?;
     let ts = [to_timespec(atime), to_timespec(mtime)];
     // SAFETY: valid C string and array of two timespecs.
@@ -373,13 +392,6 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysRe
     Ok(())
 }
 
-pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
-    let ts = [to_timespec(atime), to_timespec(mtime)];
-    // SAFETY: valid fd and array.
-    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })?;
-    Ok(())
-}
-
 pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     retry(|| {
         // SAFETY: plain syscall.
@@ -397,12 +409,6 @@ pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
             libc::fsync(fd.as_raw_fd())
         }
     })?;
-    Ok(())
-}
-
-pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
-    // SAFETY: plain syscall.
-    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
     Ok(())
 }
 
@@ -438,12 +444,7 @@ pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> SysResult
     retry(|| {
         // SAFETY: plain syscall.
         check(unsafe {
-            libc::fallocate(
-                fd.as_raw_fd(),
-                mode,
-                off as libc::off_t,
-                len as libc::off_t,
-            )
+            libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t)
         })
     })?;
     Ok(())
@@ -524,7 +525,11 @@ fn read_sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> SysResult
             return Err(e);
         }
         let need = f(std::ptr::null_mut(), 0);
-        size = if need > 0 { need as usize + 16 } else { size * 4 };
+        size = if need > 0 {
+            need as usize + 16
+        } else {
+            size * 4
+        };
     }
 }
 
@@ -661,21 +666,6 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
-/// Switches this thread's fsuid/fsgid so that files are created owned by the caller.
-pub fn set_fsids(uid: u32, gid: u32) {
-    // SAFETY: per-thread credential calls via raw syscalls (glibc would apply them to
-    // every thread).
-    unsafe {
-        libc::syscall(libc::SYS_setfsgid, gid);
-        libc::syscall(libc::SYS_setfsuid, uid);
-    }
-}
-
-pub fn geteuid() -> u32 {
-    // SAFETY: plain syscall.
-    unsafe { libc::geteuid() }
-}
-
 /// Raises RLIMIT_NOFILE to its hard limit.
 pub fn raise_nofile() {
     // SAFETY: zeroed rlimit is a valid out-parameter.
@@ -690,18 +680,14 @@ pub fn raise_nofile() {
 
 /// Result of fork(): in the parent, the child's pid.
 pub enum Fork {
-    Parent(i32),
+    Parent,
     Child,
 }
 
 pub fn fork() -> SysResult<Fork> {
     // SAFETY: called before any thread is spawned.
     let pid = check(unsafe { libc::fork() })?;
-    Ok(if pid == 0 {
-        Fork::Child
-    } else {
-        Fork::Parent(pid)
-    })
+    Ok(if pid == 0 { Fork::Child } else { Fork::Parent })
 }
 
 pub fn setsid() {
@@ -794,17 +780,16 @@ pub fn read_to_end(fd: BorrowedFd<'_>) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     loop {
         // SAFETY: buffer valid for its length.
-        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
         if r <= 0 {
             return out;
         }
         out.extend_from_slice(&buf[..r as usize]);
     }
-}
-
-pub fn waitpid(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
 }

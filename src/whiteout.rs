@@ -86,7 +86,12 @@ pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> 
     match form {
         WhiteoutForm::Aufs => {
             let wh = aufs_whiteout_name(name);
-            match sys::openat(dir, &wh, libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL, 0o600) {
+            match sys::openat(
+                dir,
+                &wh,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+                0o600,
+            ) {
                 Ok(_) | Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -136,7 +141,10 @@ mod tests {
         assert!(is_reserved_name(OsStr::new(OPAQUE_NAME)));
         assert!(!is_reserved_name(OsStr::new(".whx")));
         assert!(!is_reserved_name(OsStr::new("wh.foo")));
-        assert_eq!(aufs_whiteout_name(OsStr::new("a b")), OsString::from(".wh.a b"));
+        assert_eq!(
+            aufs_whiteout_name(OsStr::new("a b")),
+            OsString::from(".wh.a b")
+        );
     }
 
     #[test]

@@ -143,7 +143,12 @@ impl Union {
 
     /// Copies the object at `path` from layer `src` into the upper, whose parent dir must
     /// exist. Returns the stat of the new upper object.
-    pub(super) fn copy_up_path(&self, path: &OsStr, src: usize, with_data: bool) -> SysResult<Stat> {
+    pub(super) fn copy_up_path(
+        &self,
+        path: &OsStr,
+        src: usize,
+        with_data: bool,
+    ) -> SysResult<Stat> {
         let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
         let (sdir, name) = self.parent_fd(src, path)?;
         let sdir = sdir.as_fd();

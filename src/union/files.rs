@@ -32,6 +32,13 @@ impl Handles {
     pub fn get(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
         self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
     }
+    /// Some open handle of inode `ino` (for objects unlinked while open).
+    pub fn any_for(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.map
+            .iter()
+            .find(|e| e.ino == ino)
+            .map(|e| e.value().clone())
+    }
     pub fn remove(&self, fh: u64) {
         self.map.remove(&fh);
     }
@@ -155,6 +162,9 @@ impl Union {
         }
         let node = self.node(ino)?;
         let _ns = self.ns.read();
+        if node.state.lock().unlinked {
+            return self.setattr_unlinked(ino, ch);
+        }
         self.copy_up(&node, ch.size != Some(0))?;
         let (_, path, s) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(0, &path)?;
@@ -190,8 +200,32 @@ impl Union {
         self.getattr_node(&node)
     }
 
+    /// setattr of an object unlinked while open: through one of its open descriptors.
+    fn setattr_unlinked(&self, ino: u64, ch: SetAttr) -> SysResult<Attr> {
+        let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
+        let fd = f.fd.as_fd();
+        if let Some(size) = ch.size {
+            sys::ftruncate(fd, size)?;
+        }
+        if ch.uid.is_some() || ch.gid.is_some() {
+            sys::fchown(fd, ch.uid.unwrap_or(u32::MAX), ch.gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = ch.mode {
+            sys::fchmod(fd, mode & 0o7777)?;
+        }
+        if ch.atime.is_some() || ch.mtime.is_some() {
+            sys::utimens_fd(fd, ch.atime, ch.mtime)?;
+        }
+        let st = sys::fstat(fd)?;
+        Ok(self.attr_from(ino, st, &[]))
+    }
+
     /// Runs `f` on the xattr target of a node's current copy.
-    fn with_xtarget<T>(&self, ino: u64, f: impl FnOnce(XTarget<'_>) -> SysResult<T>) -> SysResult<T> {
+    fn with_xtarget<T>(
+        &self,
+        ino: u64,
+        f: impl FnOnce(XTarget<'_>) -> SysResult<T>,
+    ) -> SysResult<T> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         let (layer, path, _) = self.locate(&node)?;
@@ -235,7 +269,11 @@ impl Union {
         value: Option<(&[u8], i32)>,
     ) -> SysResult<()> {
         if whiteout::is_private_xattr(name) {
-            return Err(if value.is_some() { Errno::EPERM } else { Errno::ENODATA });
+            return Err(if value.is_some() {
+                Errno::EPERM
+            } else {
+                Errno::ENODATA
+            });
         }
         if self.read_only() {
             return Err(Errno::EROFS);

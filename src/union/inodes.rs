@@ -159,8 +159,4 @@ impl InodeTable {
             s.unlinked = false;
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
 }

@@ -51,7 +51,11 @@ pub struct DirHandles {
 
 impl Union {
     /// The visible entries of the merged dir at `path`, in a stable order.
-    pub(super) fn merged_list(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<Vec<ListEntry>> {
+    pub(super) fn merged_list(
+        &self,
+        path: &OsStr,
+        dir_layers: &[usize],
+    ) -> SysResult<Vec<ListEntry>> {
         let mut decided: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         for (pos, &l) in dir_layers.iter().enumerate() {
@@ -68,7 +72,9 @@ impl Union {
                 if whiteout::is_reserved_name(&e.name) {
                     let b = e.name.as_bytes();
                     if b != whiteout::OPAQUE_NAME.as_bytes() {
-                        hidden_below.push(OsStr::from_bytes(&b[whiteout::WH_PREFIX.len()..]).to_os_string());
+                        hidden_below.push(
+                            OsStr::from_bytes(&b[whiteout::WH_PREFIX.len()..]).to_os_string(),
+                        );
                     }
                     continue;
                 }
@@ -83,7 +89,8 @@ impl Union {
                         Ok(st) => st,
                         Err(_) => continue,
                     };
-                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, &e.name) {
+                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, &e.name)
+                    {
                         decided.insert(e.name);
                         continue;
                     }
@@ -165,7 +172,12 @@ impl Union {
         offset: u64,
         mut add: impl FnMut(u64, &ListEntry) -> bool,
     ) -> SysResult<()> {
-        let h = self.dirs.map.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)?;
+        let h = self
+            .dirs
+            .map
+            .get(&fh)
+            .map(|h| h.clone())
+            .ok_or(Errno::EBADF)?;
         let mut h = h.lock();
         if offset == 0 && h.served {
             h.entries = self.snapshot_dir(h.ino)?;

@@ -226,7 +226,8 @@ impl Union {
                     }
                     let more_below = pos + 1 < layers.len();
                     if more_below
-                        && (whiteout::has_aufs_whiteout(d, name) || whiteout::dir_is_opaque(d, name))
+                        && (whiteout::has_aufs_whiteout(d, name)
+                            || whiteout::dir_is_opaque(d, name))
                     {
                         break;
                     }
@@ -307,7 +308,15 @@ impl Union {
     pub fn getattr(&self, ino: u64) -> SysResult<Attr> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
-        self.getattr_node(&node)
+        match self.getattr_node(&node) {
+            // Unlinked while open: the open file still has attributes.
+            Err(Errno::ENOENT) if node.state.lock().unlinked => {
+                let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
+                let st = sys::fstat(f.fd.as_fd())?;
+                Ok(self.attr_from(ino, st, &[]))
+            }
+            r => r,
+        }
     }
 
     fn getattr_node(&self, node: &Node) -> SysResult<Attr> {
@@ -339,9 +348,5 @@ impl Union {
 
     pub fn statfs(&self) -> SysResult<libc::statvfs> {
         sys::fstatvfs(self.layers.layers[0].fd())
-    }
-
-    pub fn live_inodes(&self) -> usize {
-        self.inodes.len()
     }
 }

@@ -210,7 +210,8 @@ impl Union {
         if in_upper && (is_dir || r.st.st_nlink <= 1) {
             self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
         }
-        self.inodes.remove_name(number, parent, &name.to_os_string());
+        self.inodes
+            .remove_name(number, parent, &name.to_os_string());
         Ok(())
     }
 
@@ -278,7 +279,11 @@ impl Union {
         let src_no = self.inodes.number_for(src.st.st_dev, src.st.st_ino);
         let exchange = flags & sys::RENAME_EXCHANGE != 0;
         if parent == newparent && name == newname {
-            return if dst.is_some() || !exchange { Ok(()) } else { Err(Errno::ENOENT) };
+            return if dst.is_some() || !exchange {
+                Ok(())
+            } else {
+                Err(Errno::ENOENT)
+            };
         }
         if src_dir {
             // A directory cannot move into itself.
@@ -351,11 +356,17 @@ impl Union {
         if exchange {
             sys::renameat2(od, name, nd, newname, sys::RENAME_EXCHANGE)?;
             if let Some(dn) = dst_no {
-                self.inodes
-                    .rename_name(dn, (newparent, &newname.to_os_string()), (parent, name.into()));
+                self.inodes.rename_name(
+                    dn,
+                    (newparent, &newname.to_os_string()),
+                    (parent, name.into()),
+                );
             }
-            self.inodes
-                .rename_name(src_no, (parent, &name.to_os_string()), (newparent, newname.into()));
+            self.inodes.rename_name(
+                src_no,
+                (parent, &name.to_os_string()),
+                (newparent, newname.into()),
+            );
             return Ok(());
         }
 
@@ -399,10 +410,14 @@ impl Union {
                     self.inodes.drop_identity(d.st.st_dev, d.st.st_ino);
                 }
             }
-            self.inodes.remove_name(dn, newparent, &newname.to_os_string());
+            self.inodes
+                .remove_name(dn, newparent, &newname.to_os_string());
         }
-        self.inodes
-            .rename_name(src_no, (parent, &name.to_os_string()), (newparent, newname.into()));
+        self.inodes.rename_name(
+            src_no,
+            (parent, &name.to_os_string()),
+            (newparent, newname.into()),
+        );
         Ok(())
     }
 
