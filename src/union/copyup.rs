@@ -213,6 +213,9 @@ impl Union {
     /// Copies a whole merged directory tree into the upper and marks its top opaque, so
     /// that it no longer depends on the lowers (used by directory rename, S16).
     pub(super) fn copy_up_tree(&self, node: &Node) -> SysResult<()> {
+        if node.snapshot().dir_layers.iter().all(|l| *l == 0) {
+            return Ok(());
+        }
         self.copy_up(node, true)?;
         let s = node.snapshot();
         let path = self.path_of(node)?;

@@ -65,7 +65,11 @@ impl Layers {
 
     /// The standard read-write option string for these layers.
     pub fn opts(&self) -> String {
-        let lowers: Vec<String> = self.lowers.iter().map(|p| p.display().to_string()).collect();
+        let lowers: Vec<String> = self
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         format!(
             "lowerdir={},upperdir={},workdir={}",
             lowers.join(":"),
@@ -92,7 +96,10 @@ impl Layers {
 
 /// Runs the stratafs binary with these arguments.
 pub fn run_stratafs(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run stratafs")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run stratafs")
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
@@ -123,7 +130,10 @@ impl Mount {
             "mount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(is_mounted(mnt), "stratafs returned 0 but nothing is mounted");
+        assert!(
+            is_mounted(mnt),
+            "stratafs returned 0 but nothing is mounted"
+        );
         Mount {
             mnt: mnt.to_path_buf(),
         }
