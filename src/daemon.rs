@@ -149,7 +149,11 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
-    let mut session = match fuser::Session::new(StrataFs::new(union, ttl), &req.mountpoint, &cfg) {
+    let mut session = match fuser::Session::new(
+        StrataFs::new(union, ttl, req.opts.passthrough),
+        &req.mountpoint,
+        &cfg,
+    ) {
         Ok(s) => s,
         Err(e) => {
             report(&format!(

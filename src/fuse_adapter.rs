@@ -2,6 +2,7 @@
 //! attributes, errnos). No union logic lives here.
 
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::iomode::{IoModes, OpenMode};
 use crate::sys::{Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
@@ -22,11 +24,16 @@ use crate::union::{Attr, Caller, Union};
 pub struct StrataFs {
     union: Arc<Union>,
     ttl: Duration,
+    io: IoModes,
 }
 
 impl StrataFs {
-    pub fn new(union: Arc<Union>, ttl: Duration) -> StrataFs {
-        StrataFs { union, ttl }
+    pub fn new(union: Arc<Union>, ttl: Duration, passthrough: bool) -> StrataFs {
+        StrataFs {
+            union,
+            ttl,
+            io: IoModes::new(passthrough),
+        }
     }
 }
 
@@ -140,6 +147,14 @@ impl StrataFs {
     }
 }
 
+fn cache_flags(keep_cache: bool) -> FopenFlags {
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
     match r {
         Ok(()) => reply.ok(),
@@ -158,6 +173,15 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_BIG_WRITES,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.io.enabled()
+            && (config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .is_err()
+                || config.set_max_stack_depth(1).is_err())
+        {
+            tracing::warn!("the kernel offers no FUSE passthrough: serving I/O ourselves");
+            self.io.disable();
         }
         Ok(())
     }
@@ -317,9 +341,23 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.union.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
+        let (fh, in_upper) = match self.union.open(ino.0, flags.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let file = match self.union.files.get(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.io.open(ino.0, fh, in_upper, file.fd.as_fd(), |fd| {
+            reply.open_backing(fd)
+        }) {
+            OpenMode::Passthrough(b) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            OpenMode::Cached { keep_cache } => {
+                reply.opened(FileHandle(fh), cache_flags(keep_cache))
+            }
         }
     }
 
@@ -379,6 +417,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.io.release(fh.0);
         self.union.release(fh.0);
         reply.ok();
     }
@@ -572,13 +611,30 @@ impl Filesystem for StrataFs {
         match r {
             Ok((a, Some(fd))) => {
                 let fh = self.union.adopt_open(a.ino(), fd);
-                reply.created(
-                    &self.ttl,
-                    &file_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                );
+                let file = match self.union.files.get(fh) {
+                    Ok(f) => f,
+                    Err(e) => return reply.error(errno(e)),
+                };
+                let attr = file_attr(&a);
+                match self.io.open(a.ino(), fh, true, file.fd.as_fd(), |fd| {
+                    reply.open_backing(fd)
+                }) {
+                    OpenMode::Passthrough(b) => reply.created_passthrough(
+                        &self.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    ),
+                    OpenMode::Cached { keep_cache } => reply.created(
+                        &self.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(fh),
+                        cache_flags(keep_cache),
+                    ),
+                }
             }
             Ok((_, None)) => reply.error(FErrno::from_i32(libc::EIO)),
             Err(e) => reply.error(errno(e)),

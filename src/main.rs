@@ -3,6 +3,7 @@
 
 mod daemon;
 mod fuse_adapter;
+mod iomode;
 mod layers;
 mod options;
 mod sys;

@@ -67,7 +67,9 @@ fn is_write_open(flags: i32) -> bool {
 
 impl Union {
     /// Opens a file; a write-open of a lower file copies it up first.
-    pub fn open(&self, ino: u64, flags: i32) -> SysResult<u64> {
+    /// Returns the handle and whether the opened copy lives in the upper (a lower copy's
+    /// content can never change while it is open from there).
+    pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, bool)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         if is_write_open(flags) {
@@ -79,7 +81,7 @@ impl Union {
         let (layer, path, _) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
-        Ok(self.files.insert(ino, fd))
+        Ok((self.files.insert(ino, fd), self.is_upper(layer)))
     }
 
     /// Registers the fd of a freshly created file as an open handle.
