@@ -13,6 +13,8 @@ use crate::sys;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Upper,
+    /// Per-mount files (S18): above the lowers, below the upper, changed in place.
+    Init,
     Lower,
 }
 
@@ -132,7 +134,34 @@ impl LayerSet {
             }
             (None, None) => None,
         };
+        let init = match &opts.initdir {
+            Some(i) => {
+                let (ic, imd) = canonical_dir("initdir", i)?;
+                for (lc, _) in &lowers {
+                    if within(&ic, lc) || within(lc, &ic) {
+                        return Err(format!(
+                            "initdir '{}': overlaps lowerdir '{}'",
+                            i.display(),
+                            lc.display()
+                        ));
+                    }
+                }
+                if let Some((u, _, w)) = &upper {
+                    if within(&ic, u) || within(u, &ic) || within(&ic, w) || within(w, &ic) {
+                        return Err(format!(
+                            "initdir '{}': overlaps upperdir or workdir",
+                            i.display()
+                        ));
+                    }
+                }
+                Some((ic, imd.dev()))
+            }
+            None => None,
+        };
         let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
+        if let Some((i, _)) = &init {
+            all.push(i);
+        }
         if let Some((u, _, w)) = &upper {
             all.push(u);
             all.push(w);
@@ -161,6 +190,15 @@ impl LayerSet {
                     dev,
                 });
             }
+        }
+        if let Some((i, dev)) = init {
+            layers.push(Layer {
+                root: sys::open_dir_path(&i)
+                    .map_err(|e| format!("initdir '{}': {e}", i.display()))?,
+                path: i,
+                role: Role::Init,
+                dev,
+            });
         }
         for (l, dev) in lowers {
             layers.push(Layer {

@@ -15,6 +15,7 @@ pub struct MountOptions {
     pub lowerdirs: Vec<PathBuf>,
     pub upperdir: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
+    pub initdir: Option<PathBuf>,
     pub read_only: bool,
     pub allow_other: bool,
     pub default_permissions: bool,
@@ -32,6 +33,7 @@ impl Default for MountOptions {
             lowerdirs: Vec::new(),
             upperdir: None,
             workdir: None,
+            initdir: None,
             read_only: false,
             allow_other: false,
             default_permissions: false,
@@ -156,6 +158,7 @@ impl MountOptions {
                 }
                 "upperdir" => self.upperdir = Some(PathBuf::from(need(&val)?)),
                 "workdir" => self.workdir = Some(PathBuf::from(need(&val)?)),
+                "initdir" => self.initdir = Some(PathBuf::from(need(&val)?)),
                 "ro" => self.read_only = true,
                 "allow_other" | "allow_root" => self.allow_other = true,
                 "default_permissions" => self.default_permissions = true,

@@ -128,6 +128,16 @@ impl Union {
         Ok(())
     }
 
+    /// Makes `node` writable where it is: init-layer files are changed in place (S18),
+    /// everything else is copied up.
+    pub(super) fn make_writable(&self, node: &Node, with_data: bool) -> SysResult<()> {
+        let s = node.snapshot();
+        if self.is_init(s.layer) && s.kind != libc::S_IFDIR {
+            return Ok(());
+        }
+        self.copy_up(node, with_data)
+    }
+
     /// Records a new upper copy of the object `number` (identity and layer).
     pub(super) fn adopt_copy(&self, number: u64, upper_st: &Stat) {
         self.inodes

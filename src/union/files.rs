@@ -67,8 +67,8 @@ fn is_write_open(flags: i32) -> bool {
 
 impl Union {
     /// Opens a file; a write-open of a lower file copies it up first.
-    /// Returns the handle and whether the opened copy lives in the upper (a lower copy's
-    /// content can never change while it is open from there).
+    /// Returns the handle and whether the opened copy can change (upper or init layer); a
+    /// lower copy's content never changes while it is open from there.
     pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, bool)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
@@ -76,12 +76,12 @@ impl Union {
             if self.read_only() {
                 return Err(Errno::EROFS);
             }
-            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
+            self.make_writable(&node, flags & libc::O_TRUNC == 0)?;
         }
         let (layer, path, _) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
-        Ok((self.files.insert(ino, fd), self.is_upper(layer)))
+        Ok((self.files.insert(ino, fd), self.is_writable_layer(layer)))
     }
 
     /// Registers the fd of a freshly created file as an open handle.
@@ -167,9 +167,9 @@ impl Union {
         if node.state.lock().unlinked {
             return self.setattr_unlinked(ino, ch);
         }
-        self.copy_up(&node, ch.size != Some(0))?;
-        let (_, path, s) = self.locate(&node)?;
-        let (dfd, name) = self.parent_fd(0, &path)?;
+        self.make_writable(&node, ch.size != Some(0))?;
+        let (layer, path, s) = self.locate(&node)?;
+        let (dfd, name) = self.parent_fd(layer, &path)?;
         let d = dfd.as_fd();
         if let Some(size) = ch.size {
             if s.kind == libc::S_IFDIR {
@@ -282,9 +282,9 @@ impl Union {
         }
         let node = self.node(ino)?;
         let _ns = self.ns.read();
-        self.copy_up(&node, true)?;
-        let (_, path, _) = self.locate(&node)?;
-        self.xtarget_at(0, &path, |t| match value {
+        self.make_writable(&node, true)?;
+        let (layer, path, _) = self.locate(&node)?;
+        self.xtarget_at(layer, &path, |t| match value {
             Some((v, flags)) => sys::setxattr(t, name, v, flags),
             None => sys::removexattr(t, name),
         })

@@ -136,6 +136,15 @@ impl Union {
         self.layers.has_upper && layer == 0
     }
 
+    fn is_init(&self, layer: usize) -> bool {
+        self.layers.layers[layer].role == Role::Init
+    }
+
+    /// Layers whose files the daemon changes: the upper, and the init layer in place.
+    fn is_writable_layer(&self, layer: usize) -> bool {
+        self.is_upper(layer) || self.is_init(layer)
+    }
+
     pub fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
         self.inodes.get(ino).ok_or(Errno::ENOENT)
     }
