@@ -11,6 +11,7 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::fuse_adapter::StrataFs;
 use crate::layers::LayerSet;
+use crate::logging;
 use crate::options::MountOptions;
 use crate::sys;
 use crate::union::Union;
@@ -57,16 +58,6 @@ fn fuse_config(req: &MountRequest) -> Config {
     cfg
 }
 
-fn init_logging(debug: bool) {
-    let level = if debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Mounts and serves until unmounted. Returns the process exit status.
 pub fn run(req: MountRequest) -> i32 {
     // Validate everything we can before forking, so errors reach the caller directly.
@@ -82,7 +73,7 @@ pub fn run(req: MountRequest) -> i32 {
         return 1;
     }
     if req.foreground {
-        init_logging(req.opts.debug);
+        logging::init(req.opts.debug, false, None);
         return serve(req, layers, None);
     }
     let (rd, wr) = match sys::pipe() {
@@ -119,7 +110,7 @@ pub fn run(req: MountRequest) -> i32 {
         Ok(sys::Fork::Child) => {
             drop(rd);
             sys::setsid();
-            init_logging(req.opts.debug);
+            logging::init(req.opts.debug, true, req.opts.logfile.as_deref());
             serve(req, layers, Some(wr))
         }
     }
@@ -137,8 +128,11 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     for l in &layers.layers {
         tracing::info!("layer {:?}: {}", l.role, l.path.display());
     }
+    if let Some(c) = &req.opts.context {
+        tracing::info!("context={c} accepted; labels are left to the layers' filesystem");
+    }
     sys::raise_nofile();
-    let union = match Union::new(layers) {
+    let union = match Union::new(layers, req.opts.volatile) {
         Ok(u) => Arc::new(u),
         Err(e) => {
             report(&format!("cannot read the layers: {e}"));
@@ -149,6 +143,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
+    let union_handle = union.clone();
     let mut session = match fuser::Session::new(
         StrataFs::new(union, ttl, req.opts.passthrough),
         &req.mountpoint,
@@ -179,7 +174,11 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         }
     });
     match session.run() {
-        Ok(()) => 0,
+        Ok(()) => {
+            // A clean stop: a volatile upper is synced and no longer suspect.
+            union_handle.finish_clean();
+            0
+        }
         Err(e) => {
             tracing::error!("session ended: {e}");
             1

@@ -40,11 +40,15 @@ pub struct LayerSet {
     pub has_upper: bool,
     /// The private directory inside workdir where copy-ups are built.
     pub work: Option<OwnedFd>,
+    /// The user's workdir, where the volatile marker lives.
+    pub workdir: Option<OwnedFd>,
     pub whiteout: WhiteoutForm,
 }
 
 /// Name of our scratch dir inside the user's workdir.
 pub const WORK_SUBDIR: &str = "stratafs.work";
+/// Left in the workdir while a volatile mount runs; removed by a clean stop.
+pub const VOLATILE_MARKER: &str = "stratafs.volatile";
 
 fn canonical_dir(opt: &str, p: &Path) -> Result<(PathBuf, std::fs::Metadata), String> {
     let c = std::fs::canonicalize(p)
@@ -178,10 +182,13 @@ impl LayerSet {
 
         let mut layers = Vec::new();
         let mut work = None;
+        let mut workdir = None;
         let has_upper = upper.is_some() && !opts.read_only;
         if let Some((u, dev, w)) = upper {
             if !opts.read_only {
+                let wfd = check_volatile(&w, opts.volatile)?;
                 work = Some(prepare_workdir(&w)?);
+                workdir = Some(wfd);
                 layers.push(Layer {
                     root: sys::open_dir_path(&u)
                         .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
@@ -213,9 +220,36 @@ impl LayerSet {
             layers,
             has_upper,
             work,
+            workdir,
             whiteout: opts.whiteout,
         })
     }
+}
+
+/// Refuses a workdir left by a volatile mount that did not stop cleanly (its upper may
+/// be torn, as with overlayfs' volatile); sets the marker for a new volatile mount.
+fn check_volatile(w: &Path, volatile: bool) -> Result<OwnedFd, String> {
+    let err = |e: sys::Errno| format!("workdir '{}': {e}", w.display());
+    let wfd = sys::open_dir_path(w).map_err(err)?;
+    let marker = OsStr::new(VOLATILE_MARKER);
+    if sys::fstatat(wfd.as_fd(), marker).is_ok() {
+        return Err(format!(
+            "workdir '{}': a volatile mount did not stop cleanly, the upper may be torn; \
+             remove '{}' to mount anyway",
+            w.display(),
+            w.join(VOLATILE_MARKER).display()
+        ));
+    }
+    if volatile {
+        sys::openat(
+            wfd.as_fd(),
+            marker,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(err)?;
+    }
+    Ok(wfd)
 }
 
 /// Creates (or empties, S3) the scratch dir inside workdir and returns its fd.

@@ -5,6 +5,7 @@ mod daemon;
 mod fuse_adapter;
 mod iomode;
 mod layers;
+mod logging;
 mod options;
 mod sys;
 mod union;

@@ -25,6 +25,12 @@ pub struct MountOptions {
     pub timeout_secs: Option<f64>,
     pub passthrough: bool,
     pub debug: bool,
+    /// fsync is a no-op; an unclean stop makes the next mount refuse (like overlayfs).
+    pub volatile: bool,
+    /// SELinux context given by container engines: accepted and logged.
+    pub context: Option<String>,
+    /// Where a detached daemon logs when there is no syslog socket.
+    pub logfile: Option<PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -43,6 +49,9 @@ impl Default for MountOptions {
             timeout_secs: None,
             passthrough: true,
             debug: false,
+            volatile: false,
+            context: None,
+            logfile: None,
         }
     }
 }
@@ -78,18 +87,23 @@ const PASSED_ALONG: &[&str] = &[
     "loud",
 ];
 
-/// Splits on `sep` where it is not escaped by a backslash; keeps escapes in the pieces.
+/// Splits on `sep` where it is neither escaped by a backslash nor inside double quotes
+/// (SELinux contexts such as `context="...:s0:c1,c2"`); keeps escapes and quotes.
 fn split_unescaped(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars();
+    let mut quoted = false;
     while let Some(c) = chars.next() {
         if c == '\\' {
             cur.push(c);
             if let Some(n) = chars.next() {
                 cur.push(n);
             }
-        } else if c == sep {
+        } else if c == '"' {
+            quoted = !quoted;
+            cur.push(c);
+        } else if c == sep && !quoted {
             out.push(std::mem::take(&mut cur));
         } else {
             cur.push(c);
@@ -194,6 +208,11 @@ impl MountOptions {
                 }
                 "passthrough" => self.passthrough = parse_bool("passthrough", &need(&val)?)?,
                 "debug" => self.debug = true,
+                "volatile" => self.volatile = true,
+                "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                    self.context = Some(need(&val)?)
+                }
+                "logfile" => self.logfile = Some(PathBuf::from(need(&val)?)),
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}
                 k if k.starts_with("x-") => {}
                 _ => return Err(format!("unknown option '{raw}'")),
@@ -264,6 +283,20 @@ mod tests {
         assert!(MountOptions::parse(r"lowerdir=/a\").is_err());
         assert!(MountOptions::parse("lowerdir=/a,threads=0").is_err());
         assert!(MountOptions::parse("lowerdir=/a,upperdir=").is_err());
+    }
+
+    #[test]
+    fn container_engine_options() {
+        let m = MountOptions::parse(
+            r#"lowerdir=/a,volatile,context="system_u:object_r:container_file_t:s0:c1,c2",logfile=/tmp/x.log"#,
+        )
+        .unwrap();
+        assert!(m.volatile);
+        assert_eq!(
+            m.context.as_deref(),
+            Some(r#""system_u:object_r:container_file_t:s0:c1,c2""#)
+        );
+        assert_eq!(m.logfile, Some(PathBuf::from("/tmp/x.log")));
     }
 
     #[test]

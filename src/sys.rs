@@ -412,6 +412,13 @@ pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
     Ok(())
 }
 
+pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
+    let f = reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    // SAFETY: plain syscall on an open descriptor.
+    check(unsafe { libc::syncfs(f.as_raw_fd()) })?;
+    Ok(())
+}
+
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> SysResult<usize> {
     retry(|| {
         // SAFETY: buffer valid for its length.

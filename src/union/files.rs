@@ -118,6 +118,9 @@ impl Union {
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
         sys::fsync(self.files.get(fh)?.fd.as_fd(), datasync)
     }
 
@@ -126,7 +129,7 @@ impl Union {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         let (layer, path, _) = self.locate(&node)?;
-        if layer != 0 || self.read_only() {
+        if layer != 0 || self.read_only() || self.volatile {
             return Ok(());
         }
         let d = self.dir_fd(0, &path)?;

@@ -62,6 +62,8 @@ pub struct Union {
     pub inodes: InodeTable,
     pub files: files::Handles,
     pub dirs: listing::DirHandles,
+    /// `-o volatile`: fsync is a no-op.
+    pub volatile: bool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
     ns: RwLock<()>,
@@ -98,7 +100,7 @@ pub fn check_name(name: &OsStr) -> SysResult<()> {
 }
 
 impl Union {
-    pub fn new(layers: LayerSet) -> SysResult<Union> {
+    pub fn new(layers: LayerSet, volatile: bool) -> SysResult<Union> {
         let mut dir_layers = Vec::new();
         for (i, l) in layers.layers.iter().enumerate() {
             dir_layers.push(i);
@@ -124,6 +126,7 @@ impl Union {
             inodes,
             files: files::Handles::default(),
             dirs: listing::DirHandles::default(),
+            volatile,
             ns: RwLock::new(()),
         })
     }
@@ -353,6 +356,18 @@ impl Union {
         let (layer, path, _) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         sys::readlinkat(dfd.as_fd(), name)
+    }
+
+    /// The session ended cleanly: sync a volatile upper and lift its marker.
+    pub fn finish_clean(&self) {
+        if !self.volatile {
+            return;
+        }
+        if let (Some(u), Some(w)) = (self.layers.layers.first(), &self.layers.workdir) {
+            if sys::syncfs(u.fd()).is_ok() {
+                let _ = sys::unlinkat(w.as_fd(), OsStr::new(crate::layers::VOLATILE_MARKER), false);
+            }
+        }
     }
 
     pub fn statfs(&self) -> SysResult<libc::statvfs> {
