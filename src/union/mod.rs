@@ -7,6 +7,7 @@
 //! with directories below it until a non-directory, a whiteout or an opaque marker.
 
 pub mod copyup;
+pub mod dircache;
 pub mod files;
 pub mod inodes;
 pub mod listing;
@@ -62,6 +63,7 @@ pub struct Union {
     pub inodes: InodeTable,
     pub files: files::Handles,
     pub dirs: listing::DirHandles,
+    dircache: dircache::DirCache,
     /// `-o volatile`: fsync is a no-op.
     pub volatile: bool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
@@ -127,6 +129,7 @@ impl Union {
             files: files::Handles::default(),
             dirs: listing::DirHandles::default(),
             volatile,
+            dircache: dircache::DirCache::default(),
             ns: RwLock::new(()),
         })
     }
@@ -177,16 +180,18 @@ impl Union {
     }
 
     /// An O_PATH fd of the directory at `path` in `layer`, resolved beneath its root.
-    fn dir_fd(&self, layer: usize, path: &OsStr) -> SysResult<OwnedFd> {
-        sys::open_beneath(
-            self.layers.layers[layer].fd(),
-            path,
-            libc::O_PATH | libc::O_DIRECTORY,
-        )
+    fn dir_fd(&self, layer: usize, path: &OsStr) -> SysResult<Arc<OwnedFd>> {
+        self.dircache.get_or_open(layer, path, || {
+            sys::open_beneath(
+                self.layers.layers[layer].fd(),
+                path,
+                libc::O_PATH | libc::O_DIRECTORY,
+            )
+        })
     }
 
     /// The parent dir fd in `layer` of the object at `path`, and its last component.
-    fn parent_fd<'p>(&self, layer: usize, path: &'p OsStr) -> SysResult<(OwnedFd, &'p OsStr)> {
+    fn parent_fd<'p>(&self, layer: usize, path: &'p OsStr) -> SysResult<(Arc<OwnedFd>, &'p OsStr)> {
         let (parent, name) = split(path);
         Ok((self.dir_fd(layer, parent)?, name))
     }

@@ -25,7 +25,7 @@ pub enum NewKind<'a> {
 
 /// The upper directory a new entry goes into, and whether a whiteout sits at the name.
 struct Target {
-    udir: OwnedFd,
+    udir: std::sync::Arc<OwnedFd>,
     whiteout: bool,
     setgid_gid: Option<u32>,
 }
@@ -207,6 +207,9 @@ impl Union {
         let in_upper = r.layer == 0;
         let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
+        if is_dir {
+            self.dircache.invalidate(0, &cpath);
+        }
         if in_upper && (is_dir || r.st.st_nlink <= 1) {
             self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
         }
@@ -353,8 +356,12 @@ impl Union {
         let (od, nd) = (od.as_fd(), nd.as_fd());
         let form = self.layers.whiteout;
 
+        let old_path = super::join(&ppath, name);
+        let new_path = super::join(&nppath, newname);
         if exchange {
             sys::renameat2(od, name, nd, newname, sys::RENAME_EXCHANGE)?;
+            self.dircache.invalidate(0, &old_path);
+            self.dircache.invalidate(0, &new_path);
             if let Some(dn) = dst_no {
                 self.inodes.rename_name(
                     dn,
@@ -401,6 +408,10 @@ impl Union {
             sys::unlinkat(nd, newname, false)?;
         }
         sys::renameat2(od, name, nd, newname, 0)?;
+        if src_dir {
+            self.dircache.invalidate(0, &old_path);
+            self.dircache.invalidate(0, &new_path);
+        }
         if old_needs_wh && form == WhiteoutForm::Overlay {
             whiteout::write_whiteout(od, name, form)?;
         }
