@@ -39,6 +39,17 @@ impl Node {
     pub fn snapshot(&self) -> NodeState {
         self.state.lock().clone()
     }
+    /// Makes (parent, name) the name used for this node's path, adding it if new.
+    pub fn promote_name(&self, parent: u64, name: &std::ffi::OsStr) {
+        let mut s = self.state.lock();
+        if let Some(pos) = s.names.iter().position(|(p, n)| *p == parent && n == name) {
+            let e = s.names.remove(pos);
+            s.names.insert(0, e);
+        } else {
+            s.names.insert(0, (parent, name.to_os_string()));
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.state.lock().kind == libc::S_IFDIR
     }
@@ -116,14 +127,9 @@ impl InodeTable {
             s.layer = fresh.layer;
             s.dir_layers = fresh.dir_layers;
             s.unlinked = false;
-            if let Some(pos) = s.names.iter().position(|(p, n)| *p == parent && *n == name) {
-                // Make the name just resolved the one used for paths.
-                let e = s.names.remove(pos);
-                s.names.insert(0, e);
-            } else {
-                s.names.insert(0, (parent, name));
-            }
         }
+        // The name just resolved becomes the one used for paths.
+        node.promote_name(parent, &name);
         node
     }
 

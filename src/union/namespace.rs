@@ -441,6 +441,8 @@ impl Union {
         number: u64,
     ) -> SysResult<std::sync::Arc<super::inodes::Node>> {
         if let Some(n) = self.inodes.get(number) {
+            // A hard link known by several names: the one being renamed is the one used.
+            n.promote_name(parent, name);
             return Ok(n);
         }
         self.lookup_locked(parent, name)?;
