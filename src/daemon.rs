@@ -129,7 +129,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         tracing::info!("layer {:?}: {}", l.role, l.path.display());
     }
     if let Some(c) = &req.opts.context {
-        tracing::info!("context={c} accepted; labels are left to the layers' filesystem");
+        tracing::warn!("context={c} accepted and ignored: labels come from the layers");
     }
     sys::raise_nofile();
     let union = match Union::new(layers, req.opts.volatile) {

@@ -62,7 +62,13 @@ fn connect_syslog() -> Option<Syslog> {
 }
 
 fn filter(debug: bool) -> tracing_subscriber::EnvFilter {
-    let level = if debug { "debug" } else { "info" };
+    // fuser warns when the session's own unmount finds the mount already gone (after an
+    // external umount): expected, so only its errors are shown.
+    let level = if debug {
+        "debug"
+    } else {
+        "warn,fuser::session=error"
+    };
     tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
 }
