@@ -5,6 +5,7 @@ mod daemon;
 mod fuse_adapter;
 mod iomode;
 mod layers;
+mod layertool;
 mod logging;
 mod options;
 mod sys;
@@ -37,6 +38,12 @@ struct Cli {
 }
 
 fn main() {
+    let mut argv = std::env::args_os().skip(1);
+    if let Some(sub) = argv.next().and_then(|a| a.into_string().ok()) {
+        if layertool::SUBCOMMANDS.contains(&sub.as_str()) {
+            std::process::exit(layertool::main(&sub, argv.collect()));
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
