@@ -58,6 +58,17 @@ fn fuse_config(req: &MountRequest) -> Config {
     cfg
 }
 
+/// Checks a mount request against the disk without mounting (mount -f). Exit status.
+pub fn check(req: &MountRequest) -> i32 {
+    match LayerSet::open_checked(&req.opts, &req.mountpoint) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("stratafs: {e}");
+            1
+        }
+    }
+}
+
 /// Mounts and serves until unmounted. Returns the process exit status.
 pub fn run(req: MountRequest) -> i32 {
     // Validate everything we can before forking, so errors reach the caller directly.

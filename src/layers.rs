@@ -67,119 +67,18 @@ fn within(a: &Path, b: &Path) -> bool {
 }
 
 impl LayerSet {
+    /// Validates the options against the disk (S20) without changing anything.
+    pub fn open_checked(opts: &MountOptions, mountpoint: &Path) -> Result<(), String> {
+        check(opts, mountpoint).map(|_| ())
+    }
+
     /// Validates the options against the disk (S20) and opens every layer.
     pub fn open(opts: &MountOptions, mountpoint: &Path) -> Result<LayerSet, String> {
-        if opts.lowerdirs.is_empty() {
-            return Err("option 'lowerdir' is required".into());
-        }
-        let (mnt, _) = canonical_dir("mountpoint", mountpoint)?;
-        let mut lowers = Vec::new();
-        for l in &opts.lowerdirs {
-            let (c, md) = canonical_dir("lowerdir", l)?;
-            if lowers.iter().any(|(p, _): &(PathBuf, u64)| *p == c) {
-                return Err(format!("lowerdir '{}': listed twice", l.display()));
-            }
-            lowers.push((c, md.dev()));
-        }
-        let upper = match (&opts.upperdir, &opts.workdir) {
-            (Some(u), Some(w)) => {
-                let (uc, umd) = canonical_dir("upperdir", u)?;
-                let (wc, wmd) = canonical_dir("workdir", w)?;
-                for (lc, _) in &lowers {
-                    if within(&uc, lc) {
-                        return Err(format!(
-                            "upperdir '{}': inside lowerdir '{}'",
-                            u.display(),
-                            lc.display()
-                        ));
-                    }
-                    if within(lc, &uc) {
-                        return Err(format!(
-                            "lowerdir '{}': inside upperdir '{}'",
-                            lc.display(),
-                            u.display()
-                        ));
-                    }
-                    if within(&wc, lc) {
-                        return Err(format!(
-                            "workdir '{}': inside lowerdir '{}'",
-                            w.display(),
-                            lc.display()
-                        ));
-                    }
-                }
-                if umd.dev() != wmd.dev() {
-                    return Err(format!(
-                        "workdir '{}': not on the same filesystem as upperdir '{}'",
-                        w.display(),
-                        u.display()
-                    ));
-                }
-                if within(&wc, &uc) || within(&uc, &wc) {
-                    return Err(format!(
-                        "workdir '{}': must not be inside upperdir '{}' or contain it",
-                        w.display(),
-                        u.display()
-                    ));
-                }
-                Some((uc, umd.dev(), wc))
-            }
-            (Some(u), None) => {
-                return Err(format!(
-                    "upperdir '{}': option 'workdir' is required with it",
-                    u.display()
-                ))
-            }
-            (None, Some(w)) => {
-                return Err(format!(
-                    "workdir '{}': option 'upperdir' is required with it",
-                    w.display()
-                ))
-            }
-            (None, None) => None,
-        };
-        let init = match &opts.initdir {
-            Some(i) => {
-                let (ic, imd) = canonical_dir("initdir", i)?;
-                for (lc, _) in &lowers {
-                    if within(&ic, lc) || within(lc, &ic) {
-                        return Err(format!(
-                            "initdir '{}': overlaps lowerdir '{}'",
-                            i.display(),
-                            lc.display()
-                        ));
-                    }
-                }
-                if let Some((u, _, w)) = &upper {
-                    if within(&ic, u) || within(u, &ic) || within(&ic, w) || within(w, &ic) {
-                        return Err(format!(
-                            "initdir '{}': overlaps upperdir or workdir",
-                            i.display()
-                        ));
-                    }
-                }
-                Some((ic, imd.dev()))
-            }
-            None => None,
-        };
-        let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
-        if let Some((i, _)) = &init {
-            all.push(i);
-        }
-        if let Some((u, _, w)) = &upper {
-            all.push(u);
-            all.push(w);
-        }
-        for p in all {
-            if within(&mnt, p) || within(p, &mnt) {
-                return Err(format!(
-                    "mountpoint '{}': overlaps layer '{}'",
-                    mountpoint.display(),
-                    p.display()
-                ));
-            }
-        }
-
+        let Checked {
+            lowers,
+            upper,
+            init,
+        } = check(opts, mountpoint)?;
         let mut layers = Vec::new();
         let mut work = None;
         let mut workdir = None;
@@ -224,6 +123,134 @@ impl LayerSet {
             whiteout: opts.whiteout,
         })
     }
+}
+
+/// What `check` found: canonical paths and devices of every layer.
+struct Checked {
+    lowers: Vec<(PathBuf, u64)>,
+    upper: Option<(PathBuf, u64, PathBuf)>,
+    init: Option<(PathBuf, u64)>,
+}
+
+/// The S20 checks: every dir exists and is a dir, no layer lies inside another where it
+/// must not, workdir shares the upper's filesystem, the mountpoint overlaps no layer.
+fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
+    if opts.lowerdirs.is_empty() {
+        return Err("option 'lowerdir' is required".into());
+    }
+    let (mnt, _) = canonical_dir("mountpoint", mountpoint)?;
+    let mut lowers = Vec::new();
+    for l in &opts.lowerdirs {
+        let (c, md) = canonical_dir("lowerdir", l)?;
+        if lowers.iter().any(|(p, _): &(PathBuf, u64)| *p == c) {
+            return Err(format!("lowerdir '{}': listed twice", l.display()));
+        }
+        lowers.push((c, md.dev()));
+    }
+    let upper = match (&opts.upperdir, &opts.workdir) {
+        (Some(u), Some(w)) => {
+            let (uc, umd) = canonical_dir("upperdir", u)?;
+            let (wc, wmd) = canonical_dir("workdir", w)?;
+            for (lc, _) in &lowers {
+                if within(&uc, lc) {
+                    return Err(format!(
+                        "upperdir '{}': inside lowerdir '{}'",
+                        u.display(),
+                        lc.display()
+                    ));
+                }
+                if within(lc, &uc) {
+                    return Err(format!(
+                        "lowerdir '{}': inside upperdir '{}'",
+                        lc.display(),
+                        u.display()
+                    ));
+                }
+                if within(&wc, lc) {
+                    return Err(format!(
+                        "workdir '{}': inside lowerdir '{}'",
+                        w.display(),
+                        lc.display()
+                    ));
+                }
+            }
+            if umd.dev() != wmd.dev() {
+                return Err(format!(
+                    "workdir '{}': not on the same filesystem as upperdir '{}'",
+                    w.display(),
+                    u.display()
+                ));
+            }
+            if within(&wc, &uc) || within(&uc, &wc) {
+                return Err(format!(
+                    "workdir '{}': must not be inside upperdir '{}' or contain it",
+                    w.display(),
+                    u.display()
+                ));
+            }
+            Some((uc, umd.dev(), wc))
+        }
+        (Some(u), None) => {
+            return Err(format!(
+                "upperdir '{}': option 'workdir' is required with it",
+                u.display()
+            ))
+        }
+        (None, Some(w)) => {
+            return Err(format!(
+                "workdir '{}': option 'upperdir' is required with it",
+                w.display()
+            ))
+        }
+        (None, None) => None,
+    };
+    let init = match &opts.initdir {
+        Some(i) => {
+            let (ic, imd) = canonical_dir("initdir", i)?;
+            for (lc, _) in &lowers {
+                if within(&ic, lc) || within(lc, &ic) {
+                    return Err(format!(
+                        "initdir '{}': overlaps lowerdir '{}'",
+                        i.display(),
+                        lc.display()
+                    ));
+                }
+            }
+            if let Some((u, _, w)) = &upper {
+                if within(&ic, u) || within(u, &ic) || within(&ic, w) || within(w, &ic) {
+                    return Err(format!(
+                        "initdir '{}': overlaps upperdir or workdir",
+                        i.display()
+                    ));
+                }
+            }
+            Some((ic, imd.dev()))
+        }
+        None => None,
+    };
+    let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
+    if let Some((i, _)) = &init {
+        all.push(i);
+    }
+    if let Some((u, _, w)) = &upper {
+        all.push(u);
+        all.push(w);
+    }
+    for p in all {
+        if within(&mnt, p) || within(p, &mnt) {
+            return Err(format!(
+                "mountpoint '{}': overlaps layer '{}'",
+                mountpoint.display(),
+                p.display()
+            ));
+        }
+    }
+
+    Ok(Checked {
+        lowers,
+        upper,
+        init,
+    })
 }
 
 /// Refuses a workdir left by a volatile mount that did not stop cleanly (its upper may

@@ -7,6 +7,7 @@ mod iomode;
 mod layers;
 mod layertool;
 mod logging;
+mod mount_helper;
 mod options;
 mod sys;
 mod union;
@@ -37,7 +38,38 @@ struct Cli {
     args: Vec<String>,
 }
 
+/// `mount.stratafs ...`: the binary called by mount(8) (a link named mount.stratafs).
+fn helper_main() -> ! {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let call = match mount_helper::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mount.stratafs: {e}");
+            std::process::exit(1);
+        }
+    };
+    if call.verbose {
+        eprintln!(
+            "mount.stratafs: mounting {} on {}",
+            call.request.source.as_deref().unwrap_or("stratafs"),
+            call.request.mountpoint.display()
+        );
+    }
+    if call.fake {
+        std::process::exit(daemon::check(&call.request));
+    }
+    std::process::exit(daemon::run(call.request));
+}
+
 fn main() {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if invoked_as.starts_with("mount.") {
+        helper_main();
+    }
     let mut argv = std::env::args_os().skip(1);
     if let Some(sub) = argv.next().and_then(|a| a.into_string().ok()) {
         if layertool::SUBCOMMANDS.contains(&sub.as_str()) {

@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub context: Option<String>,
     /// Where a detached daemon logs when there is no syslog socket.
     pub logfile: Option<PathBuf>,
+    /// mount(8)'s -s: unknown options are ignored (with a warning) instead of refused.
+    pub sloppy: bool,
 }
 
 impl Default for MountOptions {
@@ -52,6 +54,7 @@ impl Default for MountOptions {
             volatile: false,
             context: None,
             logfile: None,
+            sloppy: false,
         }
     }
 }
@@ -215,6 +218,7 @@ impl MountOptions {
                 "logfile" => self.logfile = Some(PathBuf::from(need(&val)?)),
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}
                 k if k.starts_with("x-") => {}
+                _ if self.sloppy => eprintln!("stratafs: ignoring unknown option '{raw}'"),
                 _ => return Err(format!("unknown option '{raw}'")),
             }
         }
