@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds stratafs in release mode and installs the binary.
-#   scripts/install.sh            -> /usr/local/bin/stratafs
-#   PREFIX=/opt/x scripts/install.sh -> /opt/x/bin/stratafs
+# Builds stratafs in release mode and installs the binary and the mount(8) helper.
+#   scripts/install.sh            -> /usr/local/bin/stratafs, /sbin/mount.stratafs
+#   PREFIX=/opt/x scripts/install.sh -> /opt/x/bin/stratafs (SBINDIR=... for the helper)
+# mount(8) looks for /sbin/mount.TYPE: the helper is a link to the same binary, which
+# speaks the helper protocol when called by that name.
 # A default path such as /usr/local/bin matters: mount.fuse3 (-t fuse.stratafs) runs the
 # binary through /bin/sh without your PATH.
 set -euo pipefail
@@ -15,4 +17,7 @@ command -v cargo >/dev/null || { echo "install.sh: cargo not found (install a Ru
 (cd "$repo" && cargo build --release)
 install -d "$prefix/bin"
 install -m 0755 "$repo/target/release/stratafs" "$prefix/bin/stratafs"
-echo "installed $prefix/bin/stratafs ($("$prefix/bin/stratafs" --version))"
+sbindir="${SBINDIR:-/sbin}"
+install -d "$sbindir"
+ln -sf "$prefix/bin/stratafs" "$sbindir/mount.stratafs"
+echo "installed $prefix/bin/stratafs ($("$prefix/bin/stratafs" --version)) and $sbindir/mount.stratafs"
