@@ -4,11 +4,13 @@
 #   attr         getfattr/setfattr, used by tests that look at xattrs in the layers
 #   libacl1-dev  libacl.so, linked by pjdfstest when `cargo install pjdfstest` builds it
 #   util-linux   mount, umount, mountpoint, findmnt
+#   systemd      systemd-analyze and systemd-fstab-generator, which tests/mounting.rs runs
+#                on the example unit and fstab in fixtures/ (no systemd as PID 1 needed)
 # Usage: scripts/deps.sh               apt-get update && apt-get install -y (CI)
 #        scripts/deps.sh --if-missing  only when one of them is not installed yet
 set -euo pipefail
 
-pkgs=(fuse3 attr libacl1-dev util-linux)
+pkgs=(fuse3 attr libacl1-dev util-linux systemd)
 command -v cc >/dev/null || pkgs+=(gcc libc6-dev)   # linker for cargo, if the image lacks it
 
 if [ "${1:-}" = --if-missing ]; then
