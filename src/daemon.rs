@@ -2,15 +2,17 @@
 //! command returns only once the mount is live), signals turned into a clean unmount,
 //! logging set-up, and the fuser session.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, SessionACL};
 
 use crate::fuse_adapter::StrataFs;
 use crate::layers::LayerSet;
+use crate::layertool::initlayer::InitLayer;
 use crate::logging;
 use crate::options::MountOptions;
 use crate::sys;
@@ -25,27 +27,7 @@ pub struct MountRequest {
 
 fn fuse_config(req: &MountRequest) -> Config {
     let o = &req.opts;
-    let fsname = o
-        .fsname
-        .clone()
-        .or_else(|| req.source.clone())
-        .unwrap_or_else(|| "stratafs".into());
-    let mut mount_options = vec![
-        MountOption::FSName(fsname),
-        MountOption::CUSTOM("subtype=stratafs".into()),
-        MountOption::Dev,
-        MountOption::Suid,
-    ];
-    if o.read_only || o.upperdir.is_none() {
-        mount_options.push(MountOption::RO);
-    } else {
-        mount_options.push(MountOption::RW);
-    }
-    if o.default_permissions || o.allow_other {
-        mount_options.push(MountOption::DefaultPermissions);
-    }
     let mut cfg = Config::default();
-    cfg.mount_options = mount_options;
     cfg.acl = if o.allow_other {
         SessionACL::All
     } else {
@@ -56,6 +38,62 @@ fn fuse_config(req: &MountRequest) -> Config {
         .unwrap_or(2);
     cfg.n_threads = Some(o.threads.unwrap_or(cores.clamp(1, 4)));
     cfg
+}
+
+/// Mounts `fuse.stratafs` at the mountpoint with a /dev/fuse fd of our own. The daemon
+/// owns the mount (not fuser), so it never unmounts by path after an external umount,
+/// when the path may already hold somebody else's new mount.
+fn kernel_mount(req: &MountRequest) -> sys::SysResult<OwnedFd> {
+    let o = &req.opts;
+    let source = o
+        .fsname
+        .clone()
+        .or_else(|| req.source.clone())
+        .unwrap_or_else(|| "stratafs".into());
+    let root_kind = std::fs::metadata(&req.mountpoint)
+        .map(|m| m.mode() & libc::S_IFMT)
+        .map_err(sys::Errno::from)?;
+    let mut flags = 0;
+    if o.read_only || o.upperdir.is_none() {
+        flags |= libc::MS_RDONLY;
+    }
+    let mut extra = String::new();
+    if o.allow_other {
+        extra.push_str(",allow_other");
+    }
+    if o.default_permissions || o.allow_other {
+        extra.push_str(",default_permissions");
+    }
+    sys::fuse_mount(&source, &req.mountpoint, "fuse.stratafs", flags, |fd| {
+        format!(
+            "fd={fd},rootmode={root_kind:o},user_id={},group_id={}{extra}",
+            sys::getuid(),
+            sys::getgid()
+        )
+    })
+}
+
+/// `-o hostname=...` and friends without `initdir=`: writes an init layer into the
+/// workdir (S18) and mounts it as the initdir.
+fn generate_init_layer(opts: &mut MountOptions) -> Result<(), String> {
+    if opts.init.is_empty() || opts.initdir.is_some() {
+        return Ok(());
+    }
+    let work = opts.workdir.clone().ok_or_else(|| {
+        "option 'hostname': the init layer is generated in the workdir, which is missing"
+            .to_string()
+    })?;
+    let spec = InitLayer::from_flags(
+        opts.init.hostname.as_deref(),
+        &opts.init.add_hosts,
+        &opts.init.dns,
+        &opts.init.dns_search,
+    )
+    .map_err(|e| e.0)?;
+    let dir = work.join(crate::layers::GENERATED_INIT_SUBDIR);
+    spec.write(&dir).map_err(|e| e.0)?;
+    opts.initdir = Some(dir);
+    Ok(())
 }
 
 /// Checks a mount request against the disk without mounting (mount -f). Exit status.
@@ -70,7 +108,11 @@ pub fn check(req: &MountRequest) -> i32 {
 }
 
 /// Mounts and serves until unmounted. Returns the process exit status.
-pub fn run(req: MountRequest) -> i32 {
+pub fn run(mut req: MountRequest) -> i32 {
+    if let Err(e) = generate_init_layer(&mut req.opts) {
+        eprintln!("stratafs: {e}");
+        return 1;
+    }
     // Validate everything we can before forking, so errors reach the caller directly.
     let layers = match LayerSet::open(&req.opts, &req.mountpoint) {
         Ok(l) => l,
@@ -155,33 +197,46 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
     let union_handle = union.clone();
-    let mut session = match fuser::Session::new(
+    let mount_failed = |e: sys::Errno| {
+        report(&format!("mountpoint '{}': {e}", req.mountpoint.display()));
+        1
+    };
+    let dev = match kernel_mount(&req) {
+        Ok(fd) => fd,
+        Err(e) => return mount_failed(e),
+    };
+    let acl = cfg.acl;
+    let session = match fuser::Session::from_fd(
         StrataFs::new(union, ttl, req.opts.passthrough),
-        &req.mountpoint,
-        &cfg,
+        dev,
+        acl,
+        cfg,
     ) {
         Ok(s) => s,
         Err(e) => {
-            report(&format!(
-                "mountpoint '{}': {}",
-                req.mountpoint.display(),
-                sys::Errno::from(e)
-            ));
-            return 1;
+            let _ = sys::umount_detach(&req.mountpoint);
+            return mount_failed(sys::Errno::from(e));
         }
     };
+    if union_handle.volatile {
+        if let Err(e) = union_handle.layers.set_volatile_marker() {
+            drop(session);
+            let _ = sys::umount_detach(&req.mountpoint);
+            report(&format!("workdir: cannot write the volatile marker: {e}"));
+            return 1;
+        }
+    }
     report("ok");
     drop(ready);
     if !req.foreground {
         sys::redirect_stdio_to_null();
     }
-    let mut unmounter = session.unmount_callable();
     let mnt = req.mountpoint.clone();
     std::thread::spawn(move || {
         let sig = signals.wait();
         tracing::info!("signal {sig}: unmounting");
-        if unmounter.unmount().is_err() {
-            let _ = sys::umount_detach(&mnt);
+        if let Err(e) = sys::umount(&mnt) {
+            tracing::error!("unmount of '{}' failed: {e}", mnt.display());
         }
     });
     match session.run() {

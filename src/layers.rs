@@ -47,6 +47,8 @@ pub struct LayerSet {
 
 /// Name of our scratch dir inside the user's workdir.
 pub const WORK_SUBDIR: &str = "stratafs.work";
+/// Where `-o hostname=...` (and the other init-layer shortcuts) generate the init layer.
+pub const GENERATED_INIT_SUBDIR: &str = "stratafs.init";
 /// Left in the workdir while a volatile mount runs; removed by a clean stop.
 pub const VOLATILE_MARKER: &str = "stratafs.volatile";
 
@@ -67,6 +69,20 @@ fn within(a: &Path, b: &Path) -> bool {
 }
 
 impl LayerSet {
+    /// Marks the workdir for a volatile mount that is now live; a clean stop removes it.
+    pub fn set_volatile_marker(&self) -> sys::SysResult<()> {
+        match &self.workdir {
+            Some(w) => sys::openat(
+                w.as_fd(),
+                OsStr::new(VOLATILE_MARKER),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o600,
+            )
+            .map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// Validates the options against the disk (S20) without changing anything.
     pub fn open_checked(opts: &MountOptions, mountpoint: &Path) -> Result<(), String> {
         check(opts, mountpoint).map(|_| ())
@@ -85,7 +101,8 @@ impl LayerSet {
         let has_upper = upper.is_some() && !opts.read_only;
         if let Some((u, dev, w)) = upper {
             if !opts.read_only {
-                let wfd = check_volatile(&w, opts.volatile)?;
+                let wfd = sys::open_dir_path(&w)
+                    .map_err(|e| format!("workdir '{}': {e}", w.display()))?;
                 work = Some(prepare_workdir(&w)?);
                 workdir = Some(wfd);
                 layers.push(Layer {
@@ -217,7 +234,14 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
                 }
             }
             if let Some((u, _, w)) = &upper {
-                if within(&ic, u) || within(u, &ic) || within(&ic, w) || within(w, &ic) {
+                // The one place inside the workdir an init layer may be: the one generated
+                // from -o hostname= and friends.
+                let generated = ic == w.join(GENERATED_INIT_SUBDIR);
+                if within(&ic, u)
+                    || within(u, &ic)
+                    || (within(&ic, w) && !generated)
+                    || within(w, &ic)
+                {
                     return Err(format!(
                         "initdir '{}': overlaps upperdir or workdir",
                         i.display()
@@ -245,7 +269,9 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
             ));
         }
     }
-
+    if let (Some((_, _, w)), false) = (&upper, opts.read_only) {
+        check_volatile(w)?;
+    }
     Ok(Checked {
         lowers,
         upper,
@@ -254,27 +280,17 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
 }
 
 /// Refuses a workdir left by a volatile mount that did not stop cleanly (its upper may
-/// be torn, as with overlayfs' volatile); sets the marker for a new volatile mount.
-fn check_volatile(w: &Path, volatile: bool) -> Result<OwnedFd, String> {
+/// be torn, as with overlayfs' volatile).
+fn check_volatile(w: &Path) -> Result<OwnedFd, String> {
     let err = |e: sys::Errno| format!("workdir '{}': {e}", w.display());
     let wfd = sys::open_dir_path(w).map_err(err)?;
-    let marker = OsStr::new(VOLATILE_MARKER);
-    if sys::fstatat(wfd.as_fd(), marker).is_ok() {
+    if sys::fstatat(wfd.as_fd(), OsStr::new(VOLATILE_MARKER)).is_ok() {
         return Err(format!(
             "workdir '{}': a volatile mount did not stop cleanly, the upper may be torn; \
              remove '{}' to mount anyway",
             w.display(),
             w.join(VOLATILE_MARKER).display()
         ));
-    }
-    if volatile {
-        sys::openat(
-            wfd.as_fd(),
-            marker,
-            libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
-            0o600,
-        )
-        .map_err(err)?;
     }
     Ok(wfd)
 }

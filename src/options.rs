@@ -33,6 +33,23 @@ pub struct MountOptions {
     pub logfile: Option<PathBuf>,
     /// mount(8)'s -s: unknown options are ignored (with a warning) instead of refused.
     pub sloppy: bool,
+    /// Init-layer shortcuts (S18): generate one in the workdir when no initdir is given.
+    pub init: InitSpec,
+}
+
+/// Values for a generated init layer: /etc/hostname, /etc/hosts, /etc/resolv.conf.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InitSpec {
+    pub hostname: Option<String>,
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+}
+
+impl InitSpec {
+    pub fn is_empty(&self) -> bool {
+        self == &InitSpec::default()
+    }
 }
 
 impl Default for MountOptions {
@@ -55,6 +72,7 @@ impl Default for MountOptions {
             context: None,
             logfile: None,
             sloppy: false,
+            init: InitSpec::default(),
         }
     }
 }
@@ -176,6 +194,12 @@ impl MountOptions {
                 "upperdir" => self.upperdir = Some(PathBuf::from(need(&val)?)),
                 "workdir" => self.workdir = Some(PathBuf::from(need(&val)?)),
                 "initdir" => self.initdir = Some(PathBuf::from(need(&val)?)),
+                "remount" => {
+                    return Err(
+                        "remount is not supported: unmount and mount again with the new options"
+                            .into(),
+                    )
+                }
                 "ro" => self.read_only = true,
                 "allow_other" | "allow_root" => self.allow_other = true,
                 "default_permissions" => self.default_permissions = true,
@@ -216,6 +240,10 @@ impl MountOptions {
                     self.context = Some(need(&val)?)
                 }
                 "logfile" => self.logfile = Some(PathBuf::from(need(&val)?)),
+                "hostname" => self.init.hostname = Some(need(&val)?),
+                "add_host" | "add-host" => self.init.add_hosts.push(need(&val)?),
+                "dns" => self.init.dns.push(need(&val)?),
+                "dns_search" | "dns-search" => self.init.dns_search.push(need(&val)?),
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}
                 k if k.starts_with("x-") => {}
                 _ if self.sloppy => eprintln!("stratafs: ignoring unknown option '{raw}'"),
@@ -301,6 +329,19 @@ mod tests {
             Some(r#""system_u:object_r:container_file_t:s0:c1,c2""#)
         );
         assert_eq!(m.logfile, Some(PathBuf::from("/tmp/x.log")));
+    }
+
+    #[test]
+    fn init_layer_shortcuts() {
+        let m = MountOptions::parse(
+            "lowerdir=/a,hostname=web1,add_host=db:10.0.0.2,add-host=v6:[::1],dns=1.1.1.1,dns_search=example.org",
+        )
+        .unwrap();
+        assert_eq!(m.init.hostname.as_deref(), Some("web1"));
+        assert_eq!(m.init.add_hosts, vec!["db:10.0.0.2", "v6:[::1]"]);
+        assert_eq!(m.init.dns, vec!["1.1.1.1"]);
+        assert_eq!(m.init.dns_search, vec!["example.org"]);
+        assert!(!m.init.is_empty());
     }
 
     #[test]

@@ -315,7 +315,11 @@ pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
     Ok(())
 }
 
+/// chown without following a final symlink; an empty name means `dir` itself.
 pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
+    if name.is_empty() {
+        return fchown(dir, uid, gid);
+    }
     let c = cstr(name)?;
     // SAFETY: valid C string.
     check(unsafe {
@@ -369,6 +373,9 @@ pub fn utimensat(
     atime: TimeSpec,
     mtime: TimeSpec,
 ) -> SysResult<()> {
+    if name.is_empty() {
+        return utimens_fd(dir, atime, mtime);
+    }
     let c = cstr(name)?;
     let ts = [to_timespec(atime), to_timespec(mtime)];
     // SAFETY: valid C string and array of two timespecs.
@@ -668,6 +675,16 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
     }
 }
 
+pub fn getuid() -> u32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::getuid() }
+}
+
+pub fn getgid() -> u32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::getgid() }
+}
+
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: plain syscall.
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
@@ -755,6 +772,48 @@ impl SignalWaiter {
 
 // SAFETY: sigset_t is plain data.
 unsafe impl Send for SignalWaiter {}
+
+/// Mounts a FUSE filesystem: opens /dev/fuse and calls mount(2) with `data(fd)` as the
+/// option string. Returns the /dev/fuse descriptor the session serves.
+pub fn fuse_mount(
+    source: &str,
+    target: &std::path::Path,
+    fstype: &str,
+    flags: u64,
+    data: impl FnOnce(RawFd) -> String,
+) -> SysResult<OwnedFd> {
+    let dev = CString::new("/dev/fuse").expect("static");
+    // SAFETY: valid C string.
+    let fd = check(unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let src = CString::new(source).map_err(|_| Errno::EINVAL)?;
+    let tgt = cstr(target.as_os_str())?;
+    let ty = CString::new(fstype).map_err(|_| Errno::EINVAL)?;
+    let opts = CString::new(data(fd.as_raw_fd())).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid C strings for the duration of the call.
+    check(unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            ty.as_ptr(),
+            flags as libc::c_ulong,
+            opts.as_ptr() as *const libc::c_void,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Unmounts: a plain unmount, or a lazy detach when the mount is busy.
+pub fn umount(path: &std::path::Path) -> SysResult<()> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: valid C string.
+    match check(unsafe { libc::umount2(c.as_ptr(), 0) }) {
+        Ok(_) => Ok(()),
+        Err(Errno(libc::EBUSY)) => umount_detach(path),
+        Err(e) => Err(e),
+    }
+}
 
 /// Lazy-detaches a mount (fallback when the session's own unmount fails).
 pub fn umount_detach(path: &std::path::Path) -> SysResult<()> {

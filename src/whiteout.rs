@@ -53,25 +53,15 @@ pub fn entry_is_whiteout(
     if is_upper && form == WhiteoutForm::Aufs {
         return false;
     }
-    // The xattr form: an empty regular file carrying trusted.overlay.whiteout, honoured
-    // (as overlayfs does) only in a directory marked with overlay.opaque="x".
+    // The xattr form: an empty regular file carrying trusted.overlay.whiteout (overlayfs
+    // also marks its parent with overlay.opaque="x"; S5 does not ask for the marker, and
+    // overlayfs' own lookup does not need it either).
     if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 {
-        return dir_has_xattr_whiteouts(dir)
-            && OVL_WHITEOUT_XATTRS
-                .iter()
-                .any(|x| sys::getxattr(XTarget::At(dir, name), OsStr::new(x)).is_ok());
+        return OVL_WHITEOUT_XATTRS
+            .iter()
+            .any(|x| sys::getxattr(XTarget::At(dir, name), OsStr::new(x)).is_ok());
     }
     false
-}
-
-/// Whether a lower directory is marked as holding xattr whiteouts (overlay.opaque="x"),
-/// which spares checking every empty file for the whiteout xattr.
-pub fn dir_has_xattr_whiteouts(dir: BorrowedFd<'_>) -> bool {
-    OVL_OPAQUE_XATTRS.iter().any(|x| {
-        sys::getxattr(XTarget::Fd(dir), OsStr::new(x))
-            .map(|v| v.first() == Some(&b'x'))
-            .unwrap_or(false)
-    })
 }
 
 /// Whether `dir` holds an aufs whiteout `.wh.<name>`.

@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn changes_sort_by_path_then_kind() {
-        let mut v = vec![
+        let mut v = [
             (b"b".to_vec(), Change::Added),
             (b"a/x".to_vec(), Change::Deleted),
             (b"a".to_vec(), Change::Changed),

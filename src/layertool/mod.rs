@@ -7,7 +7,7 @@
 mod commit;
 mod diff;
 mod import;
-mod initlayer;
+pub(crate) mod initlayer;
 mod layerdir;
 mod lowerview;
 mod tarpath;

@@ -68,7 +68,6 @@ impl Union {
             let is_upper = self.is_upper(l);
             let dev = self.layers.layers[l].dev;
             let mut hidden_below = Vec::new();
-            let xattr_whiteouts = !is_upper && whiteout::dir_has_xattr_whiteouts(d);
             for e in sys::read_dir(d)? {
                 if whiteout::is_reserved_name(&e.name) {
                     let b = e.name.as_bytes();
@@ -83,7 +82,7 @@ impl Union {
                     continue;
                 }
                 let needs_stat = matches!(e.dtype, libc::DT_CHR | libc::DT_UNKNOWN)
-                    || (e.dtype == libc::DT_REG && xattr_whiteouts);
+                    || (e.dtype == libc::DT_REG && self.may_hold_xattr_whiteouts(l));
                 let mut kind = dtype_kind(e.dtype);
                 if needs_stat {
                     let st = match sys::fstatat(d, &e.name) {

@@ -75,6 +75,12 @@ impl Union {
         mode: u32,
         umask: u32,
     ) -> SysResult<(Attr, Option<OwnedFd>)> {
+        if let NewKind::Node(m, 0) = kind {
+            // Under the overlay form a char 0/0 is a whiteout: refused, as overlayfs does.
+            if m & libc::S_IFMT == libc::S_IFCHR && self.layers.whiteout == WhiteoutForm::Overlay {
+                return Err(Errno::EPERM);
+            }
+        }
         let _ns = self.ns.read();
         let t = self.prepare_create(parent, name)?;
         let d = t.udir.as_fd();
@@ -359,6 +365,20 @@ impl Union {
         let old_path = super::join(&ppath, name);
         let new_path = super::join(&nppath, newname);
         if exchange {
+            // Each directory lands where a lower may show a directory of the same name:
+            // it must hide it (both are complete in the upper by now).
+            let dst_dir = dst
+                .as_ref()
+                .map(|d| d.kind() == libc::S_IFDIR)
+                .unwrap_or(false);
+            if src_dir && self.shown_below(&nppath, &npl, newname)? {
+                let f = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                whiteout::mark_opaque(f.as_fd(), form)?;
+            }
+            if dst_dir && self.shown_below(&ppath, &pl, name)? {
+                let f = sys::openat(nd, newname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                whiteout::mark_opaque(f.as_fd(), form)?;
+            }
             sys::renameat2(od, name, nd, newname, sys::RENAME_EXCHANGE)?;
             self.dircache.invalidate(0, &old_path);
             self.dircache.invalidate(0, &new_path);
