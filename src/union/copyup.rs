@@ -229,7 +229,7 @@ impl Union {
         self.copy_up(node, true)?;
         let s = node.snapshot();
         let path = self.path_of(node)?;
-        self.copy_tree_below(&path, &s.dir_layers)?;
+        self.copy_tree_below(node.ino, &path, &s.dir_layers)?;
         let dfd = self.dir_fd(0, &path)?;
         crate::whiteout::mark_opaque(
             sys::reopen(dfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?.as_fd(),
@@ -241,15 +241,15 @@ impl Union {
         Ok(())
     }
 
-    fn copy_tree_below(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
+    fn copy_tree_below(&self, dir_no: u64, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
         if dir_layers.iter().all(|l| *l == 0) {
             return Ok(());
         }
         for (name, r) in self.merged_entries(path, dir_layers)? {
             let child = super::join(path, &name);
             let r: Resolved = r;
+            let number = self.object_number(dir_no, &name, &r);
             if r.layer != 0 {
-                let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
                 let ust = self.copy_up_path(&child, r.layer, true)?;
                 self.adopt_copy(number, &ust);
             }
@@ -258,7 +258,7 @@ impl Union {
                 if layers.first() != Some(&0) {
                     layers.insert(0, 0);
                 }
-                self.copy_tree_below(&child, &layers)?;
+                self.copy_tree_below(number, &child, &layers)?;
             }
         }
         Ok(())

@@ -300,9 +300,21 @@ impl Union {
         Ok(self.register(parent, name, r))
     }
 
+    /// Our inode number for a resolved entry. Objects are keyed by their on-disk identity,
+    /// except hard links of a lower: each name gets its own number, because a write
+    /// through one name must copy up that name alone (as overlayfs breaks such links).
+    fn object_number(&self, parent: u64, name: &OsStr, r: &Resolved) -> u64 {
+        if !self.is_upper(r.layer) && r.kind() != libc::S_IFDIR && r.st.st_nlink > 1 {
+            self.inodes
+                .number_for_name(r.st.st_dev, r.st.st_ino, parent, name)
+        } else {
+            self.inodes.number_for(r.st.st_dev, r.st.st_ino)
+        }
+    }
+
     /// Enters a resolved object in the inode table (one kernel reference).
     fn register(&self, parent: u64, name: &OsStr, r: Resolved) -> Attr {
-        let number = self.inodes.number_for(r.st.st_dev, r.st.st_ino);
+        let number = self.object_number(parent, name, &r);
         let kind = r.kind();
         self.inodes.upsert_lookup(
             number,
