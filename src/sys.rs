@@ -317,20 +317,15 @@ pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
 
 /// chown without following a final symlink; an empty name means `dir` itself.
 pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
-    if name.is_empty() {
-        return fchown(dir, uid, gid);
-    }
     let c = cstr(name)?;
+    let flags = if name.is_empty() {
+        // `dir` itself (O_PATH descriptors included).
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
     // SAFETY: valid C string.
-    check(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) })?;
     Ok(())
 }
 
