@@ -274,6 +274,23 @@ pub fn linkat(
     Ok(())
 }
 
+/// A new name `newname` in `newdir` for the object an O_PATH descriptor refers to.
+pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &OsStr) -> SysResult<()> {
+    let p = proc_fd_path(fd, None);
+    let n = cstr(newname)?;
+    // SAFETY: valid C strings; the magic link is followed to the object itself.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> SysResult<()> {
     let c = cstr(name)?;
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };

@@ -6,6 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::inodes::Node;
 use super::{Resolved, Union};
@@ -123,9 +124,66 @@ impl Union {
         let pnode = self.node(parent)?;
         self.copy_up(&pnode, true)?;
         let path = self.path_of(node)?;
-        let upper_st = self.copy_up_path(&path, s.layer, with_data)?;
+        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, with_data)?;
         self.adopt_copy(node.ino, &upper_st);
+        if src_st.st_mode & libc::S_IFMT == libc::S_IFREG && src_st.st_nlink > 1 {
+            self.keep_hard_link(node, &path, &src_st)?;
+        }
         Ok(())
+    }
+
+    /// A lower hard link was copied up through one name: its other names must keep
+    /// showing the same object (a write through any name changes all). Known names are
+    /// linked to the upper copy now, the others when they are looked up (`link_up`).
+    fn keep_hard_link(&self, node: &Node, path: &OsStr, src_st: &Stat) -> SysResult<()> {
+        let (udir, name) = self.parent_fd(0, path)?;
+        let copy = Arc::new(sys::openat(udir.as_fd(), name, libc::O_PATH, 0)?);
+        self.linkups
+            .insert((src_st.st_dev, src_st.st_ino), copy.clone());
+        let others: Vec<(u64, OsString)> = node.snapshot().names.into_iter().skip(1).collect();
+        for (parent, other) in others {
+            let pnode = self.node(parent)?;
+            self.copy_up(&pnode, true)?;
+            let ppath = self.path_of(&pnode)?;
+            let pdir = self.dir_fd(0, &ppath)?;
+            match sys::link_fd(copy.as_fd(), pdir.as_fd(), &other) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Looking up a name of a lower hard link whose object was already copied up through
+    /// another name: link this name to the upper copy. Returns whether it did.
+    pub(super) fn link_up(
+        &self,
+        pnode: &Node,
+        ppath: &OsStr,
+        name: &OsStr,
+        r: &Resolved,
+    ) -> SysResult<bool> {
+        if self.read_only() || r.layer == 0 || r.kind() != libc::S_IFREG || r.st.st_nlink <= 1 {
+            return Ok(false);
+        }
+        let Some(copy) = self
+            .linkups
+            .get(&(r.st.st_dev, r.st.st_ino))
+            .map(|c| c.clone())
+        else {
+            return Ok(false);
+        };
+        self.copy_up(pnode, true)?;
+        let pdir = self.dir_fd(0, ppath)?;
+        match sys::link_fd(copy.as_fd(), pdir.as_fd(), name) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(true),
+            // The upper copy is gone (every name of it removed): this name stays lower.
+            Err(Errno::ENOENT) => {
+                self.linkups.remove(&(r.st.st_dev, r.st.st_ino));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes `node` writable where it is: init-layer files are changed in place (S18),
@@ -158,7 +216,7 @@ impl Union {
         path: &OsStr,
         src: usize,
         with_data: bool,
-    ) -> SysResult<Stat> {
+    ) -> SysResult<(Stat, Stat)> {
         let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
         let (sdir, name) = self.parent_fd(src, path)?;
         let sdir = sdir.as_fd();
@@ -209,7 +267,7 @@ impl Union {
         }
         // Copy-up is invisible: the parent keeps its times.
         self.restore_dir_times(udir, &parent_times);
-        sys::fstatat(udir, name)
+        Ok((st, sys::fstatat(udir, name)?))
     }
 
     pub(super) fn restore_dir_times(&self, dir: BorrowedFd<'_>, st: &Stat) {
@@ -229,7 +287,7 @@ impl Union {
         self.copy_up(node, true)?;
         let s = node.snapshot();
         let path = self.path_of(node)?;
-        self.copy_tree_below(node.ino, &path, &s.dir_layers)?;
+        self.copy_tree_below(&path, &s.dir_layers)?;
         let dfd = self.dir_fd(0, &path)?;
         crate::whiteout::mark_opaque(
             sys::reopen(dfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?.as_fd(),
@@ -241,25 +299,56 @@ impl Union {
         Ok(())
     }
 
-    fn copy_tree_below(&self, dir_no: u64, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
+    fn copy_tree_below(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
         if dir_layers.iter().all(|l| *l == 0) {
             return Ok(());
         }
         for (name, r) in self.merged_entries(path, dir_layers)? {
             let child = super::join(path, &name);
             let r: Resolved = r;
-            let number = self.object_number(dir_no, &name, &r);
             if r.layer != 0 {
-                let ust = self.copy_up_path(&child, r.layer, true)?;
-                self.adopt_copy(number, &ust);
+                self.copy_tree_entry(path, &name, &child, &r)?;
             }
             if r.kind() == libc::S_IFDIR {
                 let mut layers = r.dir_layers.clone();
                 if layers.first() != Some(&0) {
                     layers.insert(0, 0);
                 }
-                self.copy_tree_below(number, &child, &layers)?;
+                self.copy_tree_below(&child, &layers)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Copies one entry of a tree copy; a name of a lower hard link already copied up is
+    /// linked to that copy instead, so the link survives.
+    fn copy_tree_entry(
+        &self,
+        dir: &OsStr,
+        name: &OsStr,
+        child: &OsStr,
+        r: &Resolved,
+    ) -> SysResult<()> {
+        let hard_link = r.kind() == libc::S_IFREG && r.st.st_nlink > 1;
+        let key = (r.st.st_dev, r.st.st_ino);
+        if hard_link {
+            if let Some(copy) = self.linkups.get(&key).map(|c| c.clone()) {
+                let udir = self.dir_fd(0, dir)?;
+                match sys::link_fd(copy.as_fd(), udir.as_fd(), name) {
+                    Ok(()) | Err(Errno::EEXIST) => return Ok(()),
+                    Err(Errno::ENOENT) => {
+                        self.linkups.remove(&key);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (_, ust) = self.copy_up_path(child, r.layer, true)?;
+        self.adopt_copy(self.number_of(r), &ust);
+        if hard_link {
+            let udir = self.dir_fd(0, dir)?;
+            let copy = sys::openat(udir.as_fd(), name, libc::O_PATH, 0)?;
+            self.linkups.insert(key, Arc::new(copy));
         }
         Ok(())
     }

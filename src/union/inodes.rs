@@ -59,8 +59,6 @@ impl Node {
 pub struct InodeTable {
     nodes: DashMap<u64, Arc<Node>>,
     identity: DashMap<(u64, u64), u64>,
-    /// Lower hard links: one number per (dev, ino, parent, name).
-    named: DashMap<(u64, u64, u64, OsString), u64>,
     next: AtomicU64,
 }
 
@@ -69,7 +67,6 @@ impl InodeTable {
         let t = InodeTable {
             nodes: DashMap::new(),
             identity: DashMap::new(),
-            named: DashMap::new(),
             next: AtomicU64::new(ROOT_INO + 1),
         };
         t.nodes.insert(
@@ -93,14 +90,6 @@ impl InodeTable {
         *self
             .identity
             .entry((dev, ino))
-            .or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Our inode number for one name of a lower hard link.
-    pub fn number_for_name(&self, dev: u64, ino: u64, parent: u64, name: &std::ffi::OsStr) -> u64 {
-        *self
-            .named
-            .entry((dev, ino, parent, name.to_os_string()))
             .or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed))
     }
 

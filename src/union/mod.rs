@@ -64,6 +64,9 @@ pub struct Union {
     pub files: files::Handles,
     pub dirs: listing::DirHandles,
     dircache: dircache::DirCache,
+    /// Lower hard links already copied up: lower (dev, ino) -> the upper copy, so that
+    /// every other name of the link is linked to it when it is looked up.
+    linkups: dashmap::DashMap<(u64, u64), Arc<OwnedFd>>,
     /// `-o volatile`: fsync is a no-op.
     pub volatile: bool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
@@ -130,6 +133,7 @@ impl Union {
             dirs: listing::DirHandles::default(),
             volatile,
             dircache: dircache::DirCache::default(),
+            linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
         })
     }
@@ -294,27 +298,26 @@ impl Union {
             return Err(Errno::ENOTDIR);
         }
         let ppath = self.path_of(&pnode)?;
-        let r = self
+        let mut r = self
             .resolve_child(&ppath, &ps.dir_layers, name)?
             .ok_or(Errno::ENOENT)?;
+        if self.link_up(&pnode, &ppath, name, &r)? {
+            r = self
+                .resolve_child(&ppath, &pnode.snapshot().dir_layers, name)?
+                .ok_or(Errno::ENOENT)?;
+        }
         Ok(self.register(parent, name, r))
     }
 
-    /// Our inode number for a resolved entry. Objects are keyed by their on-disk identity,
-    /// except hard links of a lower: each name gets its own number, because a write
-    /// through one name must copy up that name alone (as overlayfs breaks such links).
-    fn object_number(&self, parent: u64, name: &OsStr, r: &Resolved) -> u64 {
-        if !self.is_upper(r.layer) && r.kind() != libc::S_IFDIR && r.st.st_nlink > 1 {
-            self.inodes
-                .number_for_name(r.st.st_dev, r.st.st_ino, parent, name)
-        } else {
-            self.inodes.number_for(r.st.st_dev, r.st.st_ino)
-        }
+    /// Our inode number for a resolved entry: keyed by its on-disk identity, so the names
+    /// of a hard link share one inode.
+    fn number_of(&self, r: &Resolved) -> u64 {
+        self.inodes.number_for(r.st.st_dev, r.st.st_ino)
     }
 
     /// Enters a resolved object in the inode table (one kernel reference).
     fn register(&self, parent: u64, name: &OsStr, r: Resolved) -> Attr {
-        let number = self.object_number(parent, name, &r);
+        let number = self.number_of(&r);
         let kind = r.kind();
         self.inodes.upsert_lookup(
             number,

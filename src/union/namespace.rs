@@ -211,7 +211,7 @@ impl Union {
         let d = udir.as_fd();
         let need_whiteout = self.shown_below(&ppath, &ps.dir_layers, name)?;
         let in_upper = r.layer == 0;
-        let number = self.object_number(parent, name, &r);
+        let number = self.number_of(&r);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
         if is_dir {
             self.dircache.invalidate(0, &cpath);
@@ -285,7 +285,7 @@ impl Union {
             .ok_or(Errno::ENOENT)?;
         let dst = self.resolve_child(&nppath, &npnode.snapshot().dir_layers, newname)?;
         let src_dir = src.kind() == libc::S_IFDIR;
-        let src_no = self.object_number(parent, name, &src);
+        let src_no = self.number_of(&src);
         let exchange = flags & sys::RENAME_EXCHANGE != 0;
         if parent == newparent && name == newname {
             return if dst.is_some() || !exchange {
@@ -310,9 +310,7 @@ impl Union {
                     .ok_or(Errno::ENOENT)?;
             }
         }
-        let dst_no = dst
-            .as_ref()
-            .map(|d| self.object_number(newparent, newname, d));
+        let dst_no = dst.as_ref().map(|d| self.number_of(d));
         if let Some(d) = &dst {
             let dst_dir = d.kind() == libc::S_IFDIR;
             if flags & sys::RENAME_NOREPLACE != 0 {
