@@ -349,7 +349,7 @@ impl Filesystem for StrataFs {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.io.open(ino.0, fh, in_upper, file.fd.as_fd(), |fd| {
+        match self.io.open(ino.0, fh, in_upper, file.fd().as_fd(), |fd| {
             reply.open_backing(fd)
         }) {
             OpenMode::Passthrough(b) => {
@@ -616,7 +616,7 @@ impl Filesystem for StrataFs {
                     Err(e) => return reply.error(errno(e)),
                 };
                 let attr = file_attr(&a);
-                match self.io.open(a.ino(), fh, true, file.fd.as_fd(), |fd| {
+                match self.io.open(a.ino(), fh, true, file.fd().as_fd(), |fd| {
                     reply.open_backing(fd)
                 }) {
                     OpenMode::Passthrough(b) => reply.created_passthrough(

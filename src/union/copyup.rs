@@ -126,6 +126,12 @@ impl Union {
         let path = self.path_of(node)?;
         let (src_st, upper_st) = self.copy_up_path(&path, s.layer, with_data)?;
         self.adopt_copy(node.ino, &upper_st);
+        if s.kind == libc::S_IFREG {
+            self.files.retarget(node.ino, || {
+                let (udir, name) = self.parent_fd(0, &path)?;
+                sys::openat(udir.as_fd(), name, libc::O_RDONLY, 0)
+            })?;
+        }
         if src_st.st_mode & libc::S_IFMT == libc::S_IFREG && src_st.st_nlink > 1 {
             self.keep_hard_link(node, &path, &src_st)?;
         }
@@ -239,6 +245,11 @@ impl Union {
                     )?;
                     if with_data {
                         copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64)?;
+                        // The rename must never publish data that is not on disk yet
+                        // (S12 across a power cut), as overlayfs fsyncs its copy-ups.
+                        if !self.volatile {
+                            sys::fsync(dfd.as_fd(), false)?;
+                        }
                     }
                 }
                 libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::RwLock;
 
 use super::{Attr, Caller, Union};
 use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};
@@ -14,7 +15,15 @@ use crate::whiteout;
 
 pub struct OpenFile {
     pub ino: u64,
-    pub fd: OwnedFd,
+    /// The layer file, and whether it is still a lower copy (a read-only open made
+    /// before a copy-up moves to the upper copy then, as overlayfs does).
+    target: RwLock<(Arc<OwnedFd>, bool)>,
+}
+
+impl OpenFile {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.target.read().0.clone()
+    }
 }
 
 #[derive(Default)]
@@ -24,10 +33,31 @@ pub struct Handles {
 }
 
 impl Handles {
-    pub fn insert(&self, ino: u64, fd: OwnedFd) -> u64 {
+    pub fn insert(&self, ino: u64, fd: OwnedFd, from_lower: bool) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.map.insert(fh, Arc::new(OpenFile { ino, fd }));
+        self.map.insert(
+            fh,
+            Arc::new(OpenFile {
+                ino,
+                target: RwLock::new((Arc::new(fd), from_lower)),
+            }),
+        );
         fh
+    }
+
+    /// The object `ino` was copied up: its handles still on the lower copy read the upper
+    /// copy from now on (`reopen` opens it read-only).
+    pub fn retarget(&self, ino: u64, reopen: impl Fn() -> SysResult<OwnedFd>) -> SysResult<()> {
+        let handles: Vec<Arc<OpenFile>> = self
+            .map
+            .iter()
+            .filter(|e| e.ino == ino && e.target.read().1)
+            .map(|e| e.value().clone())
+            .collect();
+        for h in handles {
+            *h.target.write() = (Arc::new(reopen()?), false);
+        }
+        Ok(())
     }
     pub fn get(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
         self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
@@ -81,12 +111,13 @@ impl Union {
         let (layer, path, _) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
-        Ok((self.files.insert(ino, fd), self.is_writable_layer(layer)))
+        let mutable = self.is_writable_layer(layer);
+        Ok((self.files.insert(ino, fd, !mutable), mutable))
     }
 
     /// Registers the fd of a freshly created file as an open handle.
     pub fn adopt_open(&self, ino: u64, fd: OwnedFd) -> u64 {
-        self.files.insert(ino, fd)
+        self.files.insert(ino, fd, false)
     }
 
     pub fn read(&self, fh: u64, off: u64, size: u32) -> SysResult<Vec<u8>> {
@@ -94,7 +125,7 @@ impl Union {
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
-            let n = sys::pread(f.fd.as_fd(), &mut buf[got..], off + got as u64)?;
+            let n = sys::pread(f.fd().as_fd(), &mut buf[got..], off + got as u64)?;
             if n == 0 {
                 break;
             }
@@ -108,7 +139,7 @@ impl Union {
         let f = self.files.get(fh)?;
         let mut done = 0;
         while done < data.len() {
-            done += sys::pwrite(f.fd.as_fd(), &data[done..], off + done as u64)?;
+            done += sys::pwrite(f.fd().as_fd(), &data[done..], off + done as u64)?;
         }
         Ok(done as u32)
     }
@@ -121,7 +152,7 @@ impl Union {
         if self.volatile {
             return Ok(());
         }
-        sys::fsync(self.files.get(fh)?.fd.as_fd(), datasync)
+        sys::fsync(self.files.get(fh)?.fd().as_fd(), datasync)
     }
 
     /// fsyncdir: the directory's upper copy, where it has one, reaches the disk.
@@ -138,11 +169,11 @@ impl Union {
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
-        sys::fallocate(self.files.get(fh)?.fd.as_fd(), mode, off, len)
+        sys::fallocate(self.files.get(fh)?.fd().as_fd(), mode, off, len)
     }
 
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {
-        sys::lseek(self.files.get(fh)?.fd.as_fd(), off, whence)
+        sys::lseek(self.files.get(fh)?.fd().as_fd(), off, whence)
     }
 
     pub fn copy_file_range(
@@ -156,7 +187,7 @@ impl Union {
         let a = self.files.get(fh_in)?;
         let b = self.files.get(fh_out)?;
         let want = len.min(1 << 30) as usize;
-        let n = sys::copy_file_range(a.fd.as_fd(), off_in, b.fd.as_fd(), off_out, want)?;
+        let n = sys::copy_file_range(a.fd().as_fd(), off_in, b.fd().as_fd(), off_out, want)?;
         Ok(n as u32)
     }
 
@@ -179,7 +210,7 @@ impl Union {
                 return Err(Errno::EISDIR);
             }
             match fh.and_then(|h| self.files.get(h).ok()) {
-                Some(f) if sys::ftruncate(f.fd.as_fd(), size).is_ok() => {}
+                Some(f) if sys::ftruncate(f.fd().as_fd(), size).is_ok() => {}
                 _ => {
                     let f = sys::openat(d, name, libc::O_WRONLY, 0)?;
                     sys::ftruncate(f.as_fd(), size)?;
@@ -208,7 +239,8 @@ impl Union {
     /// setattr of an object unlinked while open: through one of its open descriptors.
     fn setattr_unlinked(&self, ino: u64, ch: SetAttr) -> SysResult<Attr> {
         let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
-        let fd = f.fd.as_fd();
+        let fd = f.fd();
+        let fd = fd.as_fd();
         if let Some(size) = ch.size {
             sys::ftruncate(fd, size)?;
         }

@@ -350,7 +350,7 @@ impl Union {
             // Unlinked while open: the open file still has attributes.
             Err(Errno::ENOENT) if node.state.lock().unlinked => {
                 let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
-                let st = sys::fstat(f.fd.as_fd())?;
+                let st = sys::fstat(f.fd().as_fd())?;
                 Ok(self.attr_from(ino, st, &[]))
             }
             r => r,

@@ -426,6 +426,11 @@ impl Union {
             sys::unlinkat(nd, newname, false)?;
         }
         sys::renameat2(od, name, nd, newname, 0)?;
+        if form == WhiteoutForm::Aufs {
+            // The new entry hides the lowers itself (a dir was made opaque above): a
+            // whiteout left beside it would only be noise in diff and commit (S15).
+            whiteout::remove_aufs_whiteout(nd, newname)?;
+        }
         if src_dir {
             self.dircache.invalidate(0, &old_path);
             self.dircache.invalidate(0, &new_path);
