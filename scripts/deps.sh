@@ -6,11 +6,13 @@
 #   util-linux   mount, umount, mountpoint, findmnt
 #   systemd      systemd-analyze and systemd-fstab-generator, which tests/mounting.rs runs
 #                on the example unit and fstab in fixtures/ (no systemd as PID 1 needed)
+#   e2fsprogs    mkfs.ext4 for the power-cut test in tests/crash.rs (a loop-mounted image)
+#   python3 tar  independent readers of the layer tars in tests/layertool.rs
 # Usage: scripts/deps.sh               apt-get update && apt-get install -y (CI)
 #        scripts/deps.sh --if-missing  only when one of them is not installed yet
 set -euo pipefail
 
-pkgs=(fuse3 attr libacl1-dev util-linux systemd)
+pkgs=(fuse3 attr libacl1-dev util-linux systemd e2fsprogs python3 tar)
 command -v cc >/dev/null || pkgs+=(gcc libc6-dev)   # linker for cargo, if the image lacks it
 
 if [ "${1:-}" = --if-missing ]; then
