@@ -24,6 +24,8 @@ pub struct MountOptions {
     pub threads: Option<usize>,
     pub timeout_secs: Option<f64>,
     pub passthrough: bool,
+    /// Metadata changes of lower files copy no data until the first write.
+    pub metacopy: bool,
     pub debug: bool,
     /// fsync is a no-op; an unclean stop makes the next mount refuse (like overlayfs).
     pub volatile: bool,
@@ -67,6 +69,7 @@ impl Default for MountOptions {
             threads: None,
             timeout_secs: None,
             passthrough: true,
+            metacopy: false,
             debug: false,
             volatile: false,
             context: None,
@@ -234,6 +237,7 @@ impl MountOptions {
                     self.timeout_secs = Some(t);
                 }
                 "passthrough" => self.passthrough = parse_bool("passthrough", &need(&val)?)?,
+                "metacopy" => self.metacopy = parse_bool("metacopy", &need(&val)?)?,
                 "debug" => self.debug = true,
                 "volatile" => self.volatile = true,
                 "context" | "fscontext" | "defcontext" | "rootcontext" => {

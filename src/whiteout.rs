@@ -10,6 +10,8 @@ use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_NAME: &str = ".wh..wh..opq";
+/// Marks a metadata-only upper copy and names where its data is (`-o metacopy=on`).
+pub const METACOPY_XATTR: &str = "trusted.stratafs.metacopy";
 const OVL_WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
 const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 

@@ -202,6 +202,19 @@ impl<W: Write> Committer<W> {
         meta.xattrs = &xattrs;
         match fmt {
             libc::S_IFREG => {
+                // A metadata-only copy (mounted with metacopy=on) has its data in a lower.
+                if sys::getxattr(
+                    sys::XTarget::At(dir, &child.name),
+                    std::ffi::OsStr::new(crate::whiteout::METACOPY_XATTR),
+                )
+                .is_ok()
+                {
+                    return Err(ToolError(format!(
+                        "'{}' is a metadata-only copy (metacopy=on) whose data is in a lower: \
+                         open it for writing through a mount to complete it, then commit",
+                        layerdir::shown(path)
+                    )));
+                }
                 let fd = sys::openat(dir, &child.name, libc::O_RDONLY, 0).map_err(|e| {
                     ToolError(format!("cannot open '{}': {e}", layerdir::shown(path)))
                 })?;

@@ -15,6 +15,18 @@ use crate::whiteout;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// What a copy-up must carry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CopyMode {
+    /// Data and metadata.
+    Data,
+    /// Metadata only, the data to be truncated away anyway (O_TRUNC, truncate to 0).
+    NoData,
+    /// Metadata only, the data still read from the lower (-o metacopy=on): chmod, chown,
+    /// utimes and xattr changes of a big lower file cost no data copy.
+    Meta,
+}
+
 fn tmp_name() -> OsString {
     OsString::from(format!(
         "cu.{}.{}",
@@ -24,7 +36,7 @@ fn tmp_name() -> OsString {
 }
 
 /// Copies the data of `src` into `dst`: reflink, else copy_file_range over data extents.
-fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+pub(super) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     if size == 0 || sys::ficlone(dst, src).is_ok() {
         return Ok(());
     }
@@ -109,23 +121,51 @@ fn time_of(sec: i64, nsec: i64) -> sys::TimeSpec {
 impl Union {
     /// Makes sure `node` has its own copy in the upper (S10). Callers hold `ns` shared.
     pub(super) fn copy_up(&self, node: &Node, with_data: bool) -> SysResult<()> {
+        self.copy_up_as(
+            node,
+            if with_data {
+                CopyMode::Data
+            } else {
+                CopyMode::NoData
+            },
+        )
+    }
+
+    pub(super) fn copy_up_as(&self, node: &Node, mode: CopyMode) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::EROFS);
         }
-        if node.state.lock().layer == 0 {
-            return Ok(());
+        {
+            let st = node.state.lock();
+            if st.layer == 0 && (st.data.is_none() || mode == CopyMode::Meta) {
+                return Ok(());
+            }
         }
         let _one = node.copyup.lock();
         let s = node.snapshot();
         if s.layer == 0 {
-            return Ok(());
+            return match (&s.data, mode) {
+                (Some(origin), CopyMode::Data | CopyMode::NoData) => {
+                    self.complete_metacopy(node, origin, mode == CopyMode::Data)
+                }
+                _ => Ok(()),
+            };
         }
         let (parent, _) = s.names.first().cloned().ok_or(Errno::ENOENT)?;
         let pnode = self.node(parent)?;
         self.copy_up(&pnode, true)?;
         let path = self.path_of(node)?;
-        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, with_data)?;
+        let mode = if mode == CopyMode::Meta && !(self.metacopy && s.kind == libc::S_IFREG) {
+            CopyMode::Data
+        } else {
+            mode
+        };
+        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, mode)?;
         self.adopt_copy(node.ino, &upper_st);
+        if let Some(origin) = self.metacopy_origin_of(&upper_st, &path) {
+            node.state.lock().data = Some(origin);
+            return Ok(());
+        }
         if s.kind == libc::S_IFREG {
             self.files.retarget(node.ino, || {
                 let (udir, name) = self.parent_fd(0, &path)?;
@@ -194,12 +234,12 @@ impl Union {
 
     /// Makes `node` writable where it is: init-layer files are changed in place (S18),
     /// everything else is copied up.
-    pub(super) fn make_writable(&self, node: &Node, with_data: bool) -> SysResult<()> {
+    pub(super) fn make_writable(&self, node: &Node, mode: CopyMode) -> SysResult<()> {
         let s = node.snapshot();
         if self.is_init(s.layer) && s.kind != libc::S_IFDIR {
             return Ok(());
         }
-        self.copy_up(node, with_data)
+        self.copy_up_as(node, mode)
     }
 
     /// Records a new upper copy of the object `number` (identity and layer).
@@ -221,7 +261,7 @@ impl Union {
         &self,
         path: &OsStr,
         src: usize,
-        with_data: bool,
+        mode: CopyMode,
     ) -> SysResult<(Stat, Stat)> {
         let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
         let (sdir, name) = self.parent_fd(src, path)?;
@@ -243,7 +283,17 @@ impl Union {
                         libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
                         0o600,
                     )?;
-                    if with_data {
+                    // A hard link stays whole: its names share one copy.
+                    let meta = mode == CopyMode::Meta && st.st_nlink <= 1 && st.st_size > 0;
+                    if meta {
+                        sys::ftruncate(dfd.as_fd(), st.st_size as u64)?;
+                        sys::setxattr(
+                            XTarget::Fd(dfd.as_fd()),
+                            OsStr::new(crate::whiteout::METACOPY_XATTR),
+                            &super::metacopy::encode_origin(src, path),
+                            0,
+                        )?;
+                    } else if mode != CopyMode::NoData {
                         copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64)?;
                         // The rename must never publish data that is not on disk yet
                         // (S12 across a power cut), as overlayfs fsyncs its copy-ups.
@@ -354,7 +404,7 @@ impl Union {
                 }
             }
         }
-        let (_, ust) = self.copy_up_path(child, r.layer, true)?;
+        let (_, ust) = self.copy_up_path(child, r.layer, CopyMode::Data)?;
         self.adopt_copy(self.number_of(r), &ust);
         if hard_link {
             let udir = self.dir_fd(0, dir)?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
+use super::copyup::CopyMode;
 use super::{Attr, Caller, Union};
 use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};
 use crate::whiteout;
@@ -106,9 +107,20 @@ impl Union {
             if self.read_only() {
                 return Err(Errno::EROFS);
             }
-            self.make_writable(&node, flags & libc::O_TRUNC == 0)?;
+            self.make_writable(
+                &node,
+                if flags & libc::O_TRUNC == 0 {
+                    CopyMode::Data
+                } else {
+                    CopyMode::NoData
+                },
+            )?;
         }
-        let (layer, path, _) = self.locate(&node)?;
+        let (mut layer, mut path, s) = self.locate(&node)?;
+        if let Some((dl, dp)) = s.data {
+            // Metadata-only copy: the data is still the lower's.
+            (layer, path) = (dl, dp);
+        }
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
         let mutable = self.is_writable_layer(layer);
@@ -201,7 +213,14 @@ impl Union {
         if node.state.lock().unlinked {
             return self.setattr_unlinked(ino, ch);
         }
-        self.make_writable(&node, ch.size != Some(0))?;
+        self.make_writable(
+            &node,
+            match ch.size {
+                Some(0) => CopyMode::NoData,
+                Some(_) => CopyMode::Data,
+                None => CopyMode::Meta,
+            },
+        )?;
         let (layer, path, s) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let d = dfd.as_fd();
@@ -317,7 +336,7 @@ impl Union {
         }
         let node = self.node(ino)?;
         let _ns = self.ns.read();
-        self.make_writable(&node, true)?;
+        self.make_writable(&node, CopyMode::Meta)?;
         let (layer, path, _) = self.locate(&node)?;
         self.xtarget_at(layer, &path, |t| match value {
             Some((v, flags)) => sys::setxattr(t, name, v, flags),

@@ -24,6 +24,8 @@ pub struct NodeState {
     pub dir_layers: Vec<usize>,
     /// Removed from the namespace while the kernel still holds it.
     pub unlinked: bool,
+    /// A metadata-only upper copy: the data is at (layer, path) in a lower.
+    pub data: Option<(usize, OsString)>,
 }
 
 #[derive(Debug)]
@@ -126,6 +128,7 @@ impl InodeTable {
             s.kind = fresh.kind;
             s.layer = fresh.layer;
             s.dir_layers = fresh.dir_layers;
+            s.data = fresh.data;
             s.unlinked = false;
         }
         // The name just resolved becomes the one used for paths.

@@ -11,6 +11,7 @@ pub mod dircache;
 pub mod files;
 pub mod inodes;
 pub mod listing;
+pub mod metacopy;
 pub mod namespace;
 
 use std::ffi::{OsStr, OsString};
@@ -50,6 +51,8 @@ pub struct Resolved {
     pub st: Stat,
     pub layer: usize,
     pub dir_layers: Vec<usize>,
+    /// For a metadata-only upper copy: where its data is.
+    pub data: Option<(usize, OsString)>,
 }
 
 impl Resolved {
@@ -69,6 +72,8 @@ pub struct Union {
     linkups: dashmap::DashMap<(u64, u64), Arc<OwnedFd>>,
     /// `-o volatile`: fsync is a no-op.
     pub volatile: bool,
+    /// `-o metacopy=on`: metadata changes of lower files copy no data.
+    pub metacopy: bool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
     ns: RwLock<()>,
@@ -105,7 +110,7 @@ pub fn check_name(name: &OsStr) -> SysResult<()> {
 }
 
 impl Union {
-    pub fn new(layers: LayerSet, volatile: bool) -> SysResult<Union> {
+    pub fn new(layers: LayerSet, volatile: bool, metacopy: bool) -> SysResult<Union> {
         let mut dir_layers = Vec::new();
         for (i, l) in layers.layers.iter().enumerate() {
             dir_layers.push(i);
@@ -122,6 +127,7 @@ impl Union {
             layer: 0,
             dir_layers,
             unlinked: false,
+            data: None,
         };
         let root_st = sys::fstat(layers.layers[0].fd())?;
         let inodes = InodeTable::new(root);
@@ -132,6 +138,7 @@ impl Union {
             files: files::Handles::default(),
             dirs: listing::DirHandles::default(),
             volatile,
+            metacopy,
             dircache: dircache::DirCache::default(),
             linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
@@ -243,6 +250,11 @@ impl Union {
                                 st,
                                 layer: l,
                                 dir_layers: if is_dir { vec![l] } else { Vec::new() },
+                                data: if is_upper {
+                                    self.metacopy_origin_of(&st, &join(parent_path, name))
+                                } else {
+                                    None
+                                },
                             });
                             if !is_dir {
                                 break;
@@ -327,9 +339,12 @@ impl Union {
                 layer: r.layer,
                 dir_layers: r.dir_layers.clone(),
                 unlinked: false,
+                data: r.data.clone(),
             },
         );
-        self.attr_from(number, r.st, &r.dir_layers)
+        let mut st = r.st;
+        self.metacopy_blocks(&mut st, &r.data);
+        self.attr_from(number, st, &r.dir_layers)
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -360,7 +375,10 @@ impl Union {
     fn getattr_node(&self, node: &Node) -> SysResult<Attr> {
         let (layer, path, s) = self.locate(node)?;
         match self.stat_in(layer, &path) {
-            Ok(st) => Ok(self.attr_from(node.ino, st, &s.dir_layers)),
+            Ok(mut st) => {
+                self.metacopy_blocks(&mut st, &s.data);
+                Ok(self.attr_from(node.ino, st, &s.dir_layers))
+            }
             Err(e) => {
                 // A hard link known by another name: try the other names.
                 let mut st = node.state.lock();
