@@ -185,7 +185,12 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         tracing::warn!("context={c} accepted and ignored: labels come from the layers");
     }
     sys::raise_nofile();
-    let union = match Union::new(layers, req.opts.volatile, req.opts.metacopy) {
+    let union = match Union::new(
+        layers,
+        req.opts.volatile,
+        req.opts.metacopy,
+        req.opts.redirect_dir,
+    ) {
         Ok(u) => Arc::new(u),
         Err(e) => {
             report(&format!("cannot read the layers: {e}"));

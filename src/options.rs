@@ -26,6 +26,8 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// Metadata changes of lower files copy no data until the first write.
     pub metacopy: bool,
+    /// Renaming a merged directory writes a redirect instead of copying the tree.
+    pub redirect_dir: bool,
     pub debug: bool,
     /// fsync is a no-op; an unclean stop makes the next mount refuse (like overlayfs).
     pub volatile: bool,
@@ -70,6 +72,7 @@ impl Default for MountOptions {
             timeout_secs: None,
             passthrough: true,
             metacopy: false,
+            redirect_dir: false,
             debug: false,
             volatile: false,
             context: None,
@@ -238,6 +241,7 @@ impl MountOptions {
                 }
                 "passthrough" => self.passthrough = parse_bool("passthrough", &need(&val)?)?,
                 "metacopy" => self.metacopy = parse_bool("metacopy", &need(&val)?)?,
+                "redirect_dir" => self.redirect_dir = parse_bool("redirect_dir", &need(&val)?)?,
                 "debug" => self.debug = true,
                 "volatile" => self.volatile = true,
                 "context" | "fscontext" | "defcontext" | "rootcontext" => {

@@ -85,6 +85,58 @@ pub fn dir_is_opaque(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
     })
 }
 
+/// Redirect of a renamed merged directory: our xattr holds its path in the lowers; the
+/// overlayfs one holds an absolute path, or a bare name within the same parent.
+pub const REDIRECT_XATTR: &str = "trusted.stratafs.redirect";
+const OVL_REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+
+/// Where the lowers hold the contents of the upper directory `name` in `parent` (whose
+/// lower path is `parent_lower`), when it is a renamed merged directory.
+pub fn dir_redirect(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    parent_lower: &OsStr,
+) -> Option<OsString> {
+    let t = XTarget::At(parent, name);
+    // Ours: always the path from the layers' root.
+    let path: Vec<u8> = match sys::getxattr(t, OsStr::new(REDIRECT_XATTR)) {
+        Ok(v) => v,
+        Err(_) => {
+            let v = sys::getxattr(t, OsStr::new(OVL_REDIRECT_XATTRS[0]))
+                .or_else(|_| sys::getxattr(t, OsStr::new(OVL_REDIRECT_XATTRS[1])))
+                .ok()?;
+            match v.strip_prefix(b"/") {
+                Some(abs) => abs.to_vec(),
+                // overlayfs: a bare name renames within the same parent.
+                None if !v.contains(&b'/') => {
+                    let mut p = parent_lower.as_bytes().to_vec();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&v);
+                    p
+                }
+                None => return None,
+            }
+        }
+    };
+    let ok = !path.is_empty()
+        && path
+            .split(|b| *b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..");
+    ok.then(|| OsStr::from_bytes(&path).to_os_string())
+}
+
+/// Records on the upper directory `name` in `dir` where the lowers hold its contents
+/// (kept if it already has one: the lowers' path never changes).
+pub fn set_redirect(dir: BorrowedFd<'_>, name: &OsStr, lower_path: &OsStr) -> SysResult<()> {
+    let t = XTarget::At(dir, name);
+    if sys::getxattr(t, OsStr::new(REDIRECT_XATTR)).is_ok() {
+        return Ok(());
+    }
+    sys::setxattr(t, OsStr::new(REDIRECT_XATTR), lower_path.as_bytes(), 0)
+}
+
 /// Writes a whiteout for `name` into `dir` (an upper directory) in the configured form.
 pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> SysResult<()> {
     match form {

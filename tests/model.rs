@@ -175,6 +175,9 @@ struct Setup {
     forms: Vec<Form>,
     /// The `whiteout=` option stratafs is mounted with.
     upper_form: Form,
+    /// stratafs also mounted with `redirect_dir=on,metacopy=on` (O(1) directory renames,
+    /// metadata-only copy-ups): the merged view must not change.
+    features: bool,
     /// Parents before children.
     ents: Vec<LEnt>,
 }
@@ -280,10 +283,12 @@ fn gen_setup(rng: &mut Rng, skip: &HashSet<String>) -> Setup {
     for layer in 0..n_lowers {
         gen_dir(rng, layer, "", 0, &mut ents);
     }
+    let features = rng.pct(33);
     let mut s = Setup {
         n_lowers,
         forms,
         upper_form,
+        features,
         ents,
     };
     s.normalize();
@@ -328,6 +333,11 @@ impl Setup {
         if self.upper_form != Form::Aufs {
             let mut c = self.clone();
             c.upper_form = Form::Aufs;
+            out.push(c);
+        }
+        if self.features {
+            let mut c = self.clone();
+            c.features = false;
             out.push(c);
         }
         for (i, e) in self.ents.iter().enumerate() {
@@ -440,10 +450,11 @@ impl fmt::Display for Setup {
             .collect();
         writeln!(
             f,
-            "  {} lower(s) (l0 on top); stratafs copy written in forms [{}]; stratafs -o whiteout={}",
+            "  {} lower(s) (l0 on top); stratafs copy written in forms [{}]; stratafs -o whiteout={}{}",
             self.n_lowers,
             forms.join(", "),
-            if self.upper_form == Form::Aufs { "aufs" } else { "overlay" }
+            if self.upper_form == Form::Aufs { "aufs" } else { "overlay" },
+            if self.features { ",redirect_dir=on,metacopy=on" } else { "" }
         )?;
         if self.ents.is_empty() {
             writeln!(f, "  (all lowers empty)")?;
@@ -1657,11 +1668,14 @@ impl World {
         materialize(setup, &s.lowers, true);
         materialize(setup, &o.lowers, false);
         let watch = Watch::new(&s.mnt);
-        let extra = match setup.upper_form {
-            Form::Aufs => "",
-            _ => "whiteout=overlay",
-        };
-        let strata = Some(s.mount(extra));
+        let mut extra: Vec<&str> = Vec::new();
+        if setup.upper_form != Form::Aufs {
+            extra.push("whiteout=overlay");
+        }
+        if setup.features {
+            extra.push("redirect_dir=on,metacopy=on");
+        }
+        let strata = Some(s.mount(&extra.join(",")));
         let oracle = Some(o.mount_overlay("redirect_dir=off,index=off,metacopy=off"));
         watch.touch();
         World {

@@ -223,6 +223,19 @@ impl<W: Write> Committer<W> {
                 self.write(&meta, &mut file)
             }
             libc::S_IFDIR => {
+                // A renamed merged dir (redirect_dir=on) finds its contents in the lowers.
+                if sys::getxattr(
+                    sys::XTarget::At(dir, &child.name),
+                    std::ffi::OsStr::new(crate::whiteout::REDIRECT_XATTR),
+                )
+                .is_ok()
+                {
+                    return Err(ToolError(format!(
+                        "'{}' is a renamed directory whose contents are in a lower \
+                         (redirect_dir=on): a layer tar cannot express it",
+                        layerdir::shown(path)
+                    )));
+                }
                 meta.kind = EntryType::Directory;
                 self.write(&meta, &mut io::empty())?;
                 let fd = layerdir::open_child_dir(dir, &child.name, path)?;

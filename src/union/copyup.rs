@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::inodes::Node;
-use super::{Resolved, Union};
+use super::{DirView, Resolved, Union};
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 use crate::whiteout;
 
@@ -160,7 +160,7 @@ impl Union {
         } else {
             mode
         };
-        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, mode)?;
+        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, &s.lower_path, mode)?;
         self.adopt_copy(node.ino, &upper_st);
         if let Some(origin) = self.metacopy_origin_of(&upper_st, &path) {
             node.state.lock().data = Some(origin);
@@ -261,13 +261,14 @@ impl Union {
         &self,
         path: &OsStr,
         src: usize,
+        src_path: &OsStr,
         mode: CopyMode,
     ) -> SysResult<(Stat, Stat)> {
         let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
-        let (sdir, name) = self.parent_fd(src, path)?;
+        let (sdir, sname) = self.parent_fd(src, src_path)?;
         let sdir = sdir.as_fd();
-        let st = sys::fstatat(sdir, name)?;
-        let (udir, _) = self.parent_fd(0, path)?;
+        let st = sys::fstatat(sdir, sname)?;
+        let (udir, name) = self.parent_fd(0, path)?;
         let udir = udir.as_fd();
         let parent_times = sys::fstat(udir)?;
         let tmp = tmp_name();
@@ -276,7 +277,7 @@ impl Union {
         let build = || -> SysResult<()> {
             match kind {
                 libc::S_IFREG => {
-                    let sfd = sys::openat(sdir, name, libc::O_RDONLY, 0)?;
+                    let sfd = sys::openat(sdir, sname, libc::O_RDONLY, 0)?;
                     let dfd = sys::openat(
                         work,
                         &tmp,
@@ -286,11 +287,12 @@ impl Union {
                     // A hard link stays whole: its names share one copy.
                     let meta = mode == CopyMode::Meta && st.st_nlink <= 1 && st.st_size > 0;
                     if meta {
+                        self.note_metacopy()?;
                         sys::ftruncate(dfd.as_fd(), st.st_size as u64)?;
                         sys::setxattr(
                             XTarget::Fd(dfd.as_fd()),
                             OsStr::new(crate::whiteout::METACOPY_XATTR),
-                            &super::metacopy::encode_origin(src, path),
+                            &super::metacopy::encode_origin(src, src_path),
                             0,
                         )?;
                     } else if mode != CopyMode::NoData {
@@ -304,13 +306,13 @@ impl Union {
                 }
                 libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
                 libc::S_IFLNK => {
-                    let target = sys::readlinkat(sdir, name)?;
+                    let target = sys::readlinkat(sdir, sname)?;
                     sys::symlinkat(&target, work, &tmp)?;
                 }
                 _ => sys::mknodat(work, &tmp, kind | 0o600, st.st_rdev)?,
             }
             sys::fchownat(work, &tmp, st.st_uid, st.st_gid)?;
-            copy_xattrs(XTarget::At(sdir, name), XTarget::At(work, &tmp))?;
+            copy_xattrs(XTarget::At(sdir, sname), XTarget::At(work, &tmp))?;
             if kind != libc::S_IFLNK {
                 sys::fchmodat(work, &tmp, perm)?;
             }
@@ -346,10 +348,9 @@ impl Union {
             return Ok(());
         }
         self.copy_up(node, true)?;
-        let s = node.snapshot();
-        let path = self.path_of(node)?;
-        self.copy_tree_below(&path, &s.dir_layers)?;
-        let dfd = self.dir_fd(0, &path)?;
+        let dir = self.dir_view(node)?;
+        self.copy_tree_below(&dir)?;
+        let dfd = self.dir_fd(0, &dir.path)?;
         crate::whiteout::mark_opaque(
             sys::reopen(dfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?.as_fd(),
             self.layers.whiteout,
@@ -360,22 +361,20 @@ impl Union {
         Ok(())
     }
 
-    fn copy_tree_below(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<()> {
-        if dir_layers.iter().all(|l| *l == 0) {
+    fn copy_tree_below(&self, dir: &DirView) -> SysResult<()> {
+        if dir.layers.iter().all(|l| *l == 0) {
             return Ok(());
         }
-        for (name, r) in self.merged_entries(path, dir_layers)? {
-            let child = super::join(path, &name);
-            let r: Resolved = r;
+        for (name, r) in self.merged_entries(dir)? {
             if r.layer != 0 {
-                self.copy_tree_entry(path, &name, &child, &r)?;
+                self.copy_tree_entry(dir, &name, &r)?;
             }
             if r.kind() == libc::S_IFDIR {
-                let mut layers = r.dir_layers.clone();
-                if layers.first() != Some(&0) {
-                    layers.insert(0, 0);
+                let mut child = dir.child(&name, &r);
+                if child.layers.first() != Some(&0) {
+                    child.layers.insert(0, 0);
                 }
-                self.copy_tree_below(&child, &layers)?;
+                self.copy_tree_below(&child)?;
             }
         }
         Ok(())
@@ -383,18 +382,13 @@ impl Union {
 
     /// Copies one entry of a tree copy; a name of a lower hard link already copied up is
     /// linked to that copy instead, so the link survives.
-    fn copy_tree_entry(
-        &self,
-        dir: &OsStr,
-        name: &OsStr,
-        child: &OsStr,
-        r: &Resolved,
-    ) -> SysResult<()> {
+    fn copy_tree_entry(&self, dir: &DirView, name: &OsStr, r: &Resolved) -> SysResult<()> {
+        let child = super::join(&dir.path, name);
         let hard_link = r.kind() == libc::S_IFREG && r.st.st_nlink > 1;
         let key = (r.st.st_dev, r.st.st_ino);
         if hard_link {
             if let Some(copy) = self.linkups.get(&key).map(|c| c.clone()) {
-                let udir = self.dir_fd(0, dir)?;
+                let udir = self.dir_fd(0, &dir.path)?;
                 match sys::link_fd(copy.as_fd(), udir.as_fd(), name) {
                     Ok(()) | Err(Errno::EEXIST) => return Ok(()),
                     Err(Errno::ENOENT) => {
@@ -404,10 +398,10 @@ impl Union {
                 }
             }
         }
-        let (_, ust) = self.copy_up_path(child, r.layer, CopyMode::Data)?;
+        let (_, ust) = self.copy_up_path(&child, r.layer, &r.lower_path, CopyMode::Data)?;
         self.adopt_copy(self.number_of(r), &ust);
         if hard_link {
-            let udir = self.dir_fd(0, dir)?;
+            let udir = self.dir_fd(0, &dir.path)?;
             let copy = sys::openat(udir.as_fd(), name, libc::O_PATH, 0)?;
             self.linkups.insert(key, Arc::new(copy));
         }

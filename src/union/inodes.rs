@@ -26,6 +26,9 @@ pub struct NodeState {
     pub unlinked: bool,
     /// A metadata-only upper copy: the data is at (layer, path) in a lower.
     pub data: Option<(usize, OsString)>,
+    /// The path in the layers below the upper (the merged path unless a renamed
+    /// directory's redirect is on the way).
+    pub lower_path: OsString,
 }
 
 #[derive(Debug)]
@@ -129,6 +132,7 @@ impl InodeTable {
             s.layer = fresh.layer;
             s.dir_layers = fresh.dir_layers;
             s.data = fresh.data;
+            s.lower_path = fresh.lower_path;
             s.unlinked = false;
         }
         // The name just resolved becomes the one used for paths.

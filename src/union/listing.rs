@@ -11,7 +11,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{Resolved, Union};
+use super::{DirView, Resolved, Union};
 use crate::sys::{self, Errno, SysResult};
 use crate::whiteout;
 
@@ -50,16 +50,12 @@ pub struct DirHandles {
 }
 
 impl Union {
-    /// The visible entries of the merged dir at `path`, in a stable order.
-    pub(super) fn merged_list(
-        &self,
-        path: &OsStr,
-        dir_layers: &[usize],
-    ) -> SysResult<Vec<ListEntry>> {
+    /// The visible entries of the merged dir `dir`, in a stable order.
+    pub(super) fn merged_list(&self, dir: &DirView) -> SysResult<Vec<ListEntry>> {
         let mut decided: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
-        for (pos, &l) in dir_layers.iter().enumerate() {
-            let dfd = match self.dir_fd(l, path) {
+        for (pos, &l) in dir.layers.iter().enumerate() {
+            let dfd = match self.dir_fd(l, self.dir_path_in(dir, l)) {
                 Ok(f) => f,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if pos > 0 => continue,
                 Err(e) => return Err(e),
@@ -110,14 +106,10 @@ impl Union {
     }
 
     /// The visible entries of a merged dir, each fully resolved.
-    pub(super) fn merged_entries(
-        &self,
-        path: &OsStr,
-        dir_layers: &[usize],
-    ) -> SysResult<Vec<(OsString, Resolved)>> {
+    pub(super) fn merged_entries(&self, dir: &DirView) -> SysResult<Vec<(OsString, Resolved)>> {
         let mut out = Vec::new();
-        for e in self.merged_list(path, dir_layers)? {
-            if let Some(r) = self.resolve_child(path, dir_layers, &e.name)? {
+        for e in self.merged_list(dir)? {
+            if let Some(r) = self.resolve_child(dir, &e.name)? {
                 out.push((e.name, r));
             }
         }
@@ -127,12 +119,13 @@ impl Union {
     fn snapshot_dir(&self, ino: u64) -> SysResult<Vec<ListEntry>> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
-        let s = node.snapshot();
-        if s.kind != libc::S_IFDIR {
-            return Err(Errno::ENOTDIR);
-        }
-        let path = self.path_of(&node)?;
-        let parent = s.names.first().map(|(p, _)| *p).unwrap_or(ino);
+        let dir = self.dir_view(&node)?;
+        let parent = node
+            .snapshot()
+            .names
+            .first()
+            .map(|(p, _)| *p)
+            .unwrap_or(ino);
         let mut entries = vec![
             ListEntry {
                 name: ".".into(),
@@ -145,7 +138,7 @@ impl Union {
                 kind: libc::S_IFDIR,
             },
         ];
-        entries.extend(self.merged_list(&path, &s.dir_layers)?);
+        entries.extend(self.merged_list(&dir)?);
         Ok(entries)
     }
 
@@ -195,8 +188,8 @@ impl Union {
         self.dirs.map.remove(&fh);
     }
 
-    /// Whether the merged dir at `path` has no visible entries.
-    pub(super) fn merged_is_empty(&self, path: &OsStr, dir_layers: &[usize]) -> SysResult<bool> {
-        Ok(self.merged_list(path, dir_layers)?.is_empty())
+    /// Whether the merged dir `dir` has no visible entries.
+    pub(super) fn merged_is_empty(&self, dir: &DirView) -> SysResult<bool> {
+        Ok(self.merged_list(dir)?.is_empty())
     }
 }

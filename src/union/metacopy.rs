@@ -14,6 +14,9 @@ use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 
 use crate::whiteout::METACOPY_XATTR;
 
+/// In the workdir: this upper has held metadata-only copies.
+pub const METACOPY_MARKER: &str = "stratafs.metacopy";
+
 /// "<layer index>:<path in that layer>".
 pub fn encode_origin(layer: usize, path: &OsStr) -> Vec<u8> {
     let mut v = format!("{layer}:").into_bytes();
@@ -35,16 +38,46 @@ impl Union {
     /// The data origin of an upper file at `path`, if it is a metadata-only copy. Only a
     /// fully sparse regular file can be one, which keeps the xattr probe off most files.
     pub(super) fn metacopy_origin_of(&self, st: &Stat, path: &OsStr) -> Option<(usize, OsString)> {
-        if !self.layers.has_upper
+        // A metadata-only copy has no data blocks: at most one block for its xattrs.
+        let allocated = st.st_blocks as u64 * 512;
+        if !self.may_hold_metacopies()
             || st.st_mode & libc::S_IFMT != libc::S_IFREG
             || st.st_size == 0
-            || st.st_blocks != 0
+            || (allocated > 4096 && allocated >= st.st_size as u64)
         {
             return None;
         }
         let (dir, name) = self.parent_fd(0, path).ok()?;
         let v = sys::getxattr(XTarget::At(dir.as_fd(), name), OsStr::new(METACOPY_XATTR)).ok()?;
         decode_origin(&v).filter(|(l, _)| *l > 0 && *l < self.layers.layers.len())
+    }
+
+    /// Whether this upper may hold metadata-only copies: mounted with metacopy=on now, or
+    /// a marker in the workdir says an earlier mount made some. Spares every other mount
+    /// the xattr probe.
+    pub(super) fn may_hold_metacopies(&self) -> bool {
+        self.metacopy
+            || self
+                .metacopy_marker
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes in the workdir that this upper now holds metadata-only copies.
+    pub(super) fn note_metacopy(&self) -> SysResult<()> {
+        if let Some(w) = &self.layers.workdir {
+            if !self
+                .metacopy_marker
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                sys::openat(
+                    w.as_fd(),
+                    OsStr::new(METACOPY_MARKER),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o600,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// A metadata-only copy reports the blocks its data occupies in the lower.

@@ -53,6 +53,29 @@ pub struct Resolved {
     pub dir_layers: Vec<usize>,
     /// For a metadata-only upper copy: where its data is.
     pub data: Option<(usize, OsString)>,
+    /// The object's path in the layers below the upper (differs from the merged path
+    /// under a renamed directory's redirect).
+    pub lower_path: OsString,
+}
+
+/// A merged directory as the layers see it: its path in the upper (the merged path), its
+/// path in the layers below (they differ under a redirect), and the layers merging in it.
+#[derive(Clone, Debug)]
+pub struct DirView {
+    pub path: OsString,
+    pub lower: OsString,
+    pub layers: Vec<usize>,
+}
+
+impl DirView {
+    /// The view of a resolved child directory of this one.
+    pub fn child(&self, name: &OsStr, r: &Resolved) -> DirView {
+        DirView {
+            path: join(&self.path, name),
+            lower: r.lower_path.clone(),
+            layers: r.dir_layers.clone(),
+        }
+    }
 }
 
 impl Resolved {
@@ -74,6 +97,10 @@ pub struct Union {
     pub volatile: bool,
     /// `-o metacopy=on`: metadata changes of lower files copy no data.
     pub metacopy: bool,
+    /// `-o redirect_dir=on`: a merged directory is renamed with a redirect, O(1).
+    pub redirect_dir: bool,
+    /// The workdir's marker: this upper has held metadata-only copies.
+    metacopy_marker: std::sync::atomic::AtomicBool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
     ns: RwLock<()>,
@@ -110,7 +137,12 @@ pub fn check_name(name: &OsStr) -> SysResult<()> {
 }
 
 impl Union {
-    pub fn new(layers: LayerSet, volatile: bool, metacopy: bool) -> SysResult<Union> {
+    pub fn new(
+        layers: LayerSet,
+        volatile: bool,
+        metacopy: bool,
+        redirect_dir: bool,
+    ) -> SysResult<Union> {
         let mut dir_layers = Vec::new();
         for (i, l) in layers.layers.iter().enumerate() {
             dir_layers.push(i);
@@ -128,9 +160,13 @@ impl Union {
             dir_layers,
             unlinked: false,
             data: None,
+            lower_path: OsString::new(),
         };
         let root_st = sys::fstat(layers.layers[0].fd())?;
         let inodes = InodeTable::new(root);
+        let marker = layers.workdir.as_ref().is_some_and(|w| {
+            sys::fstatat(w.as_fd(), OsStr::new(metacopy::METACOPY_MARKER)).is_ok()
+        });
         inodes.alias_identity(root_st.st_dev, root_st.st_ino, ROOT_INO);
         Ok(Union {
             layers,
@@ -139,6 +175,8 @@ impl Union {
             dirs: listing::DirHandles::default(),
             volatile,
             metacopy,
+            redirect_dir,
+            metacopy_marker: std::sync::atomic::AtomicBool::new(marker),
             dircache: dircache::DirCache::default(),
             linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
@@ -221,26 +259,42 @@ impl Union {
         sys::fstatat(dfd.as_fd(), name)
     }
 
-    /// Resolves `name` in the directory at `parent_path` across `layers` (S4-S6).
-    fn resolve_child(
-        &self,
-        parent_path: &OsStr,
-        layers: &[usize],
-        name: &OsStr,
-    ) -> SysResult<Option<Resolved>> {
+    /// The path of the dir `dir` in `layer`.
+    fn dir_path_in<'d>(&self, dir: &'d DirView, layer: usize) -> &'d OsStr {
+        if self.is_upper(layer) {
+            &dir.path
+        } else {
+            &dir.lower
+        }
+    }
+
+    /// Resolves `name` in the merged directory `dir` across its layers (S4-S6). A
+    /// directory of the upper carrying a redirect (a renamed merged dir) merges with the
+    /// lower directories at the redirect's path instead of its own.
+    fn resolve_child(&self, dir: &DirView, name: &OsStr) -> SysResult<Option<Resolved>> {
         let mut found: Option<Resolved> = None;
-        for (pos, &l) in layers.iter().enumerate() {
-            let dfd = match self.dir_fd(l, parent_path) {
+        let mut lower_path = join(&dir.lower, name);
+        let mut layers = dir.layers.clone();
+        let mut pos = 0;
+        while pos < layers.len() {
+            let l = layers[pos];
+            pos += 1;
+            let is_upper = self.is_upper(l);
+            let (pdir, lname) = if is_upper {
+                (dir.path.as_os_str(), name)
+            } else {
+                split(&lower_path)
+            };
+            let dfd = match self.dir_fd(l, pdir) {
                 Ok(f) => f,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => continue,
                 Err(e) if found.is_none() => return Err(e),
                 Err(_) => break,
             };
             let d = dfd.as_fd();
-            let is_upper = self.is_upper(l);
-            match sys::fstatat(d, name) {
+            match sys::fstatat(d, lname) {
                 Ok(st) => {
-                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, name) {
+                    if whiteout::entry_is_whiteout(&st, is_upper, self.layers.whiteout, d, lname) {
                         break;
                     }
                     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
@@ -251,10 +305,11 @@ impl Union {
                                 layer: l,
                                 dir_layers: if is_dir { vec![l] } else { Vec::new() },
                                 data: if is_upper {
-                                    self.metacopy_origin_of(&st, &join(parent_path, name))
+                                    self.metacopy_origin_of(&st, &join(&dir.path, name))
                                 } else {
                                     None
                                 },
+                                lower_path: lower_path.clone(),
                             });
                             if !is_dir {
                                 break;
@@ -263,16 +318,29 @@ impl Union {
                         Some(r) if is_dir => r.dir_layers.push(l),
                         Some(_) => break,
                     }
-                    let more_below = pos + 1 < layers.len();
-                    if more_below
-                        && (whiteout::has_aufs_whiteout(d, name)
-                            || whiteout::dir_is_opaque(d, name))
-                    {
+                    let more_below = pos < layers.len();
+                    if is_upper && is_dir && (more_below || self.redirect_dir) {
+                        if let Some(target) = whiteout::dir_redirect(d, lname, &dir.lower) {
+                            // The lowers hold this dir's contents at `target`, resolved
+                            // from their root as its own lookup would.
+                            layers.truncate(pos);
+                            layers.extend(self.lower_dir_layers(&target)?);
+                            lower_path = target;
+                            if let Some(r) = &mut found {
+                                r.lower_path = lower_path.clone();
+                            }
+                            continue;
+                        }
+                    }
+                    if !more_below {
+                        continue;
+                    }
+                    if whiteout::has_aufs_whiteout(d, lname) || whiteout::dir_is_opaque(d, lname) {
                         break;
                     }
                 }
                 Err(Errno::ENOENT) => {
-                    if whiteout::has_aufs_whiteout(d, name) {
+                    if whiteout::has_aufs_whiteout(d, lname) {
                         break;
                     }
                 }
@@ -281,6 +349,42 @@ impl Union {
             }
         }
         Ok(found)
+    }
+
+    /// The layers below the upper that merge into the directory at `lower_path`, walked
+    /// from their root with the usual rules (whiteouts, opaque dirs).
+    fn lower_dir_layers(&self, lower_path: &OsStr) -> SysResult<Vec<usize>> {
+        let root = self.node(ROOT_INO)?.snapshot();
+        let mut view = DirView {
+            path: OsString::new(),
+            lower: OsString::new(),
+            layers: root
+                .dir_layers
+                .into_iter()
+                .filter(|l| !self.is_upper(*l))
+                .collect(),
+        };
+        for c in lower_path.as_bytes().split(|b| *b == b'/') {
+            let c = OsStr::from_bytes(c);
+            match self.resolve_child(&view, c)? {
+                Some(r) if r.kind() == libc::S_IFDIR => view = view.child(c, &r),
+                _ => return Ok(Vec::new()),
+            }
+        }
+        Ok(view.layers)
+    }
+
+    /// How the layers see the directory node `node`.
+    fn dir_view(&self, node: &Node) -> SysResult<DirView> {
+        let s = node.snapshot();
+        if s.kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(DirView {
+            path: self.path_of(node)?,
+            lower: s.lower_path,
+            layers: s.dir_layers,
+        })
     }
 
     /// The attributes the merged view shows for a resolved object.
@@ -305,18 +409,11 @@ impl Union {
 
     fn lookup_locked(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
         let pnode = self.node(parent)?;
-        let ps = pnode.snapshot();
-        if ps.kind != libc::S_IFDIR {
-            return Err(Errno::ENOTDIR);
-        }
-        let ppath = self.path_of(&pnode)?;
-        let mut r = self
-            .resolve_child(&ppath, &ps.dir_layers, name)?
-            .ok_or(Errno::ENOENT)?;
-        if self.link_up(&pnode, &ppath, name, &r)? {
-            r = self
-                .resolve_child(&ppath, &pnode.snapshot().dir_layers, name)?
-                .ok_or(Errno::ENOENT)?;
+        let dir = self.dir_view(&pnode)?;
+        let mut r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;
+        if self.link_up(&pnode, &dir.path, name, &r)? {
+            let dir = self.dir_view(&pnode)?;
+            r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;
         }
         Ok(self.register(parent, name, r))
     }
@@ -340,6 +437,7 @@ impl Union {
                 dir_layers: r.dir_layers.clone(),
                 unlinked: false,
                 data: r.data.clone(),
+                lower_path: r.lower_path.clone(),
             },
         );
         let mut st = r.st;
@@ -354,7 +452,11 @@ impl Union {
     /// Where a node's current copy is: (layer, path, state). Tries every known name.
     fn locate(&self, node: &Node) -> SysResult<(usize, OsString, NodeState)> {
         let s = node.snapshot();
-        let path = self.path_of(node)?;
+        let path = if self.is_upper(s.layer) {
+            self.path_of(node)?
+        } else {
+            s.lower_path.clone()
+        };
         Ok((s.layer, path, s))
     }
 

@@ -9,7 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::{check_name, Attr, Caller, Union};
+use super::{check_name, Attr, Caller, DirView, Union};
 use crate::options::WhiteoutForm;
 use crate::sys::{self, Errno, SysResult};
 use crate::whiteout;
@@ -41,16 +41,12 @@ impl Union {
             return Err(Errno::EPERM);
         }
         let pnode = self.node(parent)?;
-        let ps = pnode.snapshot();
-        if ps.kind != libc::S_IFDIR {
-            return Err(Errno::ENOTDIR);
-        }
-        let ppath = self.path_of(&pnode)?;
-        if self.resolve_child(&ppath, &ps.dir_layers, name)?.is_some() {
+        let dir = self.dir_view(&pnode)?;
+        if self.resolve_child(&dir, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
         self.copy_up(&pnode, true)?;
-        let udir = self.dir_fd(0, &ppath)?;
+        let udir = self.dir_fd(0, &dir.path)?;
         let d = udir.as_fd();
         let whiteout = match self.layers.whiteout {
             WhiteoutForm::Aufs => whiteout::has_aufs_whiteout(d, name),
@@ -173,10 +169,13 @@ impl Union {
         self.lookup_locked(newparent, newname)
     }
 
-    /// Whether some layer below the upper still shows `name` in the dir at `ppath`.
-    fn shown_below(&self, ppath: &OsStr, dir_layers: &[usize], name: &OsStr) -> SysResult<bool> {
-        let lowers: Vec<usize> = dir_layers.iter().copied().filter(|l| *l != 0).collect();
-        Ok(!lowers.is_empty() && self.resolve_child(ppath, &lowers, name)?.is_some())
+    /// Whether some layer below the upper still shows `name` in the dir `dir`.
+    fn shown_below(&self, dir: &DirView, name: &OsStr) -> SysResult<bool> {
+        let below = DirView {
+            layers: dir.layers.iter().copied().filter(|l| *l != 0).collect(),
+            ..dir.clone()
+        };
+        Ok(!below.layers.is_empty() && self.resolve_child(&below, name)?.is_some())
     }
 
     /// unlink (dir = false) and rmdir (dir = true), S14.
@@ -189,11 +188,9 @@ impl Union {
         }
         let _ns = self.ns.read();
         let pnode = self.node(parent)?;
-        let ps = pnode.snapshot();
-        let ppath = self.path_of(&pnode)?;
-        let r = self
-            .resolve_child(&ppath, &ps.dir_layers, name)?
-            .ok_or(Errno::ENOENT)?;
+        let pdir = self.dir_view(&pnode)?;
+        let ppath = pdir.path.clone();
+        let r = self.resolve_child(&pdir, name)?.ok_or(Errno::ENOENT)?;
         let is_dir = r.kind() == libc::S_IFDIR;
         if dir && !is_dir {
             return Err(Errno::ENOTDIR);
@@ -202,14 +199,13 @@ impl Union {
             return Err(Errno::EISDIR);
         }
         let cpath = super::join(&ppath, name);
-        if dir && !self.merged_is_empty(&cpath, &r.dir_layers)? {
+        if dir && !self.merged_is_empty(&pdir.child(name, &r))? {
             return Err(Errno::ENOTEMPTY);
         }
         self.copy_up(&pnode, true)?;
-        let ps = pnode.snapshot();
         let udir = self.dir_fd(0, &ppath)?;
         let d = udir.as_fd();
-        let need_whiteout = self.shown_below(&ppath, &ps.dir_layers, name)?;
+        let need_whiteout = self.shown_below(&self.dir_view(&pnode)?, name)?;
         let in_upper = r.layer == 0;
         let number = self.number_of(&r);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
@@ -278,12 +274,11 @@ impl Union {
         let _ns = self.ns.write();
         let pnode = self.node(parent)?;
         let npnode = self.node(newparent)?;
-        let ppath = self.path_of(&pnode)?;
-        let nppath = self.path_of(&npnode)?;
-        let src = self
-            .resolve_child(&ppath, &pnode.snapshot().dir_layers, name)?
-            .ok_or(Errno::ENOENT)?;
-        let dst = self.resolve_child(&nppath, &npnode.snapshot().dir_layers, newname)?;
+        let pdir = self.dir_view(&pnode)?;
+        let npdir = self.dir_view(&npnode)?;
+        let (ppath, nppath) = (pdir.path.clone(), npdir.path.clone());
+        let src = self.resolve_child(&pdir, name)?.ok_or(Errno::ENOENT)?;
+        let dst = self.resolve_child(&npdir, newname)?;
         let src_dir = src.kind() == libc::S_IFDIR;
         let src_no = self.number_of(&src);
         let exchange = flags & sys::RENAME_EXCHANGE != 0;
@@ -323,9 +318,7 @@ impl Union {
                 if !src_dir && dst_dir {
                     return Err(Errno::EISDIR);
                 }
-                if dst_dir
-                    && !self.merged_is_empty(&super::join(&nppath, newname), &d.dir_layers)?
-                {
+                if dst_dir && !self.merged_is_empty(&npdir.child(newname, d))? {
                     return Err(Errno::ENOTEMPTY);
                 }
             }
@@ -337,7 +330,16 @@ impl Union {
         self.copy_up(&pnode, true)?;
         self.copy_up(&npnode, true)?;
         let src_node = self.node_or_register(parent, name, src_no)?;
-        if src_dir {
+        // With redirect_dir=on a merged directory moves as itself plus a redirect to
+        // where the lowers hold its contents: O(1) whatever its size.
+        let redirected =
+            src_dir && !exchange && self.redirect_dir && src.dir_layers.iter().any(|l| *l != 0);
+        if redirected {
+            self.copy_up(&src_node, true)?;
+            let s = src_node.snapshot();
+            let od = self.dir_fd(0, &ppath)?;
+            whiteout::set_redirect(od.as_fd(), name, &s.lower_path)?;
+        } else if src_dir {
             self.copy_up_tree(&src_node)?;
         } else {
             self.copy_up(&src_node, true)?;
@@ -353,8 +355,7 @@ impl Union {
                 self.copy_up(dn, true)?;
             }
         }
-        let pl = pnode.snapshot().dir_layers;
-        let npl = npnode.snapshot().dir_layers;
+        let (pl, npl) = (self.dir_view(&pnode)?, self.dir_view(&npnode)?);
         let od = self.dir_fd(0, &ppath)?;
         let nd = self.dir_fd(0, &nppath)?;
         let (od, nd) = (od.as_fd(), nd.as_fd());
@@ -369,11 +370,11 @@ impl Union {
                 .as_ref()
                 .map(|d| d.kind() == libc::S_IFDIR)
                 .unwrap_or(false);
-            if src_dir && self.shown_below(&nppath, &npl, newname)? {
+            if src_dir && self.shown_below(&npl, newname)? {
                 let f = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 whiteout::mark_opaque(f.as_fd(), form)?;
             }
-            if dst_dir && self.shown_below(&ppath, &pl, name)? {
+            if dst_dir && self.shown_below(&pl, name)? {
                 let f = sys::openat(nd, newname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 whiteout::mark_opaque(f.as_fd(), form)?;
             }
@@ -396,7 +397,7 @@ impl Union {
         }
 
         // The source leaves its name: a lower that shows it there needs a whiteout first.
-        let old_needs_wh = self.shown_below(&ppath, &pl, name)?;
+        let old_needs_wh = self.shown_below(&pl, name)?;
         let dst_in_upper = sys::fstatat(nd, newname)
             .map(|st| {
                 !(form == WhiteoutForm::Overlay
@@ -406,7 +407,9 @@ impl Union {
             .unwrap_or(false);
         if let (true, Some(d)) = (src_dir, &dst) {
             // Replacing an (empty) merged dir: its lower contents must not show through.
-            if d.dir_layers.iter().any(|l| *l != 0) || self.shown_below(&nppath, &npl, newname)? {
+            if !redirected
+                && (d.dir_layers.iter().any(|l| *l != 0) || self.shown_below(&npl, newname)?)
+            {
                 let sfd = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 whiteout::mark_opaque(sfd.as_fd(), form)?;
             }
@@ -414,7 +417,7 @@ impl Union {
                 let sub = sys::openat(nd, newname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
                 crate::layers::remove_contents(sub.as_fd())?;
             }
-        } else if src_dir && self.shown_below(&nppath, &npl, newname)? {
+        } else if src_dir && !redirected && self.shown_below(&npl, newname)? {
             let sfd = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             whiteout::mark_opaque(sfd.as_fd(), form)?;
         }
