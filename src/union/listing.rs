@@ -22,6 +22,8 @@ pub struct ListEntry {
     pub ino: u64,
     /// S_IFMT bits.
     pub kind: u32,
+    /// The top-most layer showing it.
+    pub layer: usize,
 }
 
 fn dtype_kind(d: u8) -> Option<u32> {
@@ -47,6 +49,11 @@ struct DirHandle {
 pub struct DirHandles {
     map: DashMap<u64, Arc<Mutex<DirHandle>>>,
     next: AtomicU64,
+}
+
+/// The lookup index of a listing.
+pub(super) fn index_of(list: &[ListEntry]) -> super::index::NameIndex {
+    list.iter().map(|e| (e.name.clone(), e.layer)).collect()
 }
 
 impl Union {
@@ -98,6 +105,7 @@ impl Union {
                     name: e.name,
                     ino,
                     kind: kind.unwrap_or(libc::S_IFREG),
+                    layer: l,
                 });
             }
             decided.extend(hidden_below);
@@ -131,14 +139,21 @@ impl Union {
                 name: ".".into(),
                 ino,
                 kind: libc::S_IFDIR,
+                layer: 0,
             },
             ListEntry {
                 name: "..".into(),
                 ino: parent,
                 kind: libc::S_IFDIR,
+                layer: 0,
             },
         ];
-        entries.extend(self.merged_list(&dir)?);
+        let generation = self.index.generation();
+        let list = self.merged_list(&dir)?;
+        if dir.layers.len() > 1 {
+            self.index.store(ino, generation, index_of(&list));
+        }
+        entries.extend(list);
         Ok(entries)
     }
 

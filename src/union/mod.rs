@@ -9,6 +9,7 @@
 pub mod copyup;
 pub mod dircache;
 pub mod files;
+pub mod index;
 pub mod inodes;
 pub mod listing;
 pub mod metacopy;
@@ -90,6 +91,7 @@ pub struct Union {
     pub files: files::Handles,
     pub dirs: listing::DirHandles,
     dircache: dircache::DirCache,
+    index: index::LookupIndex,
     /// Lower hard links already copied up: lower (dev, ino) -> the upper copy, so that
     /// every other name of the link is linked to it when it is looked up.
     linkups: dashmap::DashMap<(u64, u64), Arc<OwnedFd>>,
@@ -178,6 +180,7 @@ impl Union {
             redirect_dir,
             metacopy_marker: std::sync::atomic::AtomicBool::new(marker),
             dircache: dircache::DirCache::default(),
+            index: index::LookupIndex::default(),
             linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
         })
@@ -374,6 +377,54 @@ impl Union {
         Ok(view.layers)
     }
 
+    /// Resolves `name` in `dir` through the directory's lookup index when it has one (or
+    /// deserves one: many layers): a name the index lacks is absent without a syscall, and
+    /// a present one is resolved from the upper and its top-most layer down.
+    fn resolve_indexed(
+        &self,
+        dir_ino: u64,
+        dir: &DirView,
+        name: &OsStr,
+    ) -> SysResult<Option<Resolved>> {
+        const INDEX_FROM_LAYERS: usize = 4;
+        let idx = match self.index.get(dir_ino) {
+            Some(i) => i,
+            None if dir.layers.len() >= INDEX_FROM_LAYERS => {
+                let generation = self.index.generation();
+                let list = self.merged_list(dir)?;
+                self.index
+                    .store(dir_ino, generation, listing::index_of(&list))
+            }
+            None => return self.resolve_child(dir, name),
+        };
+        let Some(&top) = idx.get(name) else {
+            // Names created since the index was built went through invalidate(); only
+            // the upper can have gained one behind it, and only by a copy-up of a name
+            // the index already holds.
+            return Ok(None);
+        };
+        let Some(pos) = dir.layers.iter().position(|l| *l == top) else {
+            return self.resolve_child(dir, name);
+        };
+        let mut layers: Vec<usize> = dir
+            .layers
+            .iter()
+            .copied()
+            .filter(|l| self.is_upper(*l))
+            .collect();
+        layers.extend(
+            dir.layers[pos..]
+                .iter()
+                .copied()
+                .filter(|l| !self.is_upper(*l)),
+        );
+        let view = DirView {
+            layers,
+            ..dir.clone()
+        };
+        self.resolve_child(&view, name)
+    }
+
     /// How the layers see the directory node `node`.
     fn dir_view(&self, node: &Node) -> SysResult<DirView> {
         let s = node.snapshot();
@@ -410,7 +461,9 @@ impl Union {
     fn lookup_locked(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
         let pnode = self.node(parent)?;
         let dir = self.dir_view(&pnode)?;
-        let mut r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;
+        let mut r = self
+            .resolve_indexed(parent, &dir, name)?
+            .ok_or(Errno::ENOENT)?;
         if self.link_up(&pnode, &dir.path, name, &r)? {
             let dir = self.dir_view(&pnode)?;
             r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;

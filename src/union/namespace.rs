@@ -143,6 +143,7 @@ impl Union {
         if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
             whiteout::remove_aufs_whiteout(d, name)?;
         }
+        self.index.invalidate(parent);
         let attr = self.lookup_locked(parent, name)?;
         Ok((attr, file))
     }
@@ -166,6 +167,7 @@ impl Union {
         if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
             whiteout::remove_aufs_whiteout(d, newname)?;
         }
+        self.index.invalidate(newparent);
         self.lookup_locked(newparent, newname)
     }
 
@@ -209,6 +211,7 @@ impl Union {
         let in_upper = r.layer == 0;
         let number = self.number_of(&r);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
+        self.index.invalidate(parent);
         if is_dir {
             self.dircache.invalidate(0, &cpath);
         }
@@ -363,6 +366,8 @@ impl Union {
 
         let old_path = super::join(&ppath, name);
         let new_path = super::join(&nppath, newname);
+        self.index.invalidate(parent);
+        self.index.invalidate(newparent);
         if exchange {
             // Each directory lands where a lower may show a directory of the same name:
             // it must hide it (both are complete in the upper by now).
