@@ -27,7 +27,8 @@ pub enum CopyMode {
     Meta,
 }
 
-fn tmp_name() -> OsString {
+/// A scratch name in the workdir, unique for the life of the process.
+pub(super) fn tmp_name() -> OsString {
     OsString::from(format!(
         "cu.{}.{}",
         std::process::id(),

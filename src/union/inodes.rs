@@ -104,6 +104,12 @@ impl InodeTable {
     }
 
     /// The on-disk object is gone: a new object there must not inherit the number.
+    /// The object `number` at (dev, ino) is gone; a mapping made since for a new object
+    /// reusing the disk inode is kept.
+    pub fn drop_identity_of(&self, dev: u64, ino: u64, number: u64) {
+        self.identity.remove_if(&(dev, ino), |_, n| *n == number);
+    }
+
     pub fn drop_identity(&self, dev: u64, ino: u64) {
         self.identity.remove(&(dev, ino));
     }

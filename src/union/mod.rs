@@ -215,18 +215,32 @@ impl Union {
 
     /// The merged-view path of a node, relative to the layer roots ("" for the root).
     fn path_of(&self, node: &Node) -> SysResult<OsString> {
+        if node.ino == ROOT_INO {
+            return Ok(OsString::new());
+        }
+        let names = node.state.lock().names.clone();
+        let mut last = Errno::ENOENT;
+        // A hard link may be known by a name in a directory the kernel has since forgotten:
+        // the first name whose ancestors are all known gives the path.
+        for (parent, name) in names {
+            match self.dir_path(parent) {
+                Ok(p) => return Ok(join(&p, &name)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The merged path of the directory node `ino` (directories have one name).
+    fn dir_path(&self, ino: u64) -> SysResult<OsString> {
         let mut parts: Vec<OsString> = Vec::new();
-        let mut cur = node.ino;
-        let mut hops = 0;
+        let mut cur = ino;
         while cur != ROOT_INO {
             let n = self.node(cur)?;
-            let s = n.state.lock();
-            let (parent, name) = s.names.first().cloned().ok_or(Errno::ENOENT)?;
-            drop(s);
+            let (parent, name) = n.state.lock().names.first().cloned().ok_or(Errno::ENOENT)?;
             parts.push(name);
             cur = parent;
-            hops += 1;
-            if hops > 4096 {
+            if parts.len() > 4096 {
                 return Err(Errno::ELOOP);
             }
         }
@@ -479,8 +493,18 @@ impl Union {
 
     /// Enters a resolved object in the inode table (one kernel reference).
     fn register(&self, parent: u64, name: &OsStr, r: Resolved) -> Attr {
-        let number = self.number_of(&r);
         let kind = r.kind();
+        let mut number = self.number_of(&r);
+        if self
+            .inodes
+            .get(number)
+            .is_some_and(|n| n.state.lock().kind != kind)
+        {
+            // The disk inode was reused by an object of another type while the kernel
+            // still holds the old one: the new object gets a number of its own.
+            self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
+            number = self.number_of(&r);
+        }
         self.inodes.upsert_lookup(
             number,
             NodeState {
@@ -505,11 +529,23 @@ impl Union {
     /// Where a node's current copy is: (layer, path, state). Tries every known name.
     fn locate(&self, node: &Node) -> SysResult<(usize, OsString, NodeState)> {
         let s = node.snapshot();
-        let path = if self.is_upper(s.layer) {
-            self.path_of(node)?
-        } else {
-            s.lower_path.clone()
-        };
+        if !self.is_upper(s.layer) {
+            let path = s.lower_path.clone();
+            return Ok((s.layer, path, s));
+        }
+        if s.names.len() > 1 {
+            // Hard links: use a name that still exists in the upper.
+            for (parent, name) in &s.names {
+                if let Ok(p) = self.dir_path(*parent) {
+                    let path = join(&p, name);
+                    if self.stat_in(0, &path).is_ok() {
+                        node.promote_name(*parent, name);
+                        return Ok((s.layer, path, s));
+                    }
+                }
+            }
+        }
+        let path = self.path_of(node)?;
         Ok((s.layer, path, s))
     }
 

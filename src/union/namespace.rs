@@ -6,7 +6,7 @@
 //! real entry wins, S5), and new directories over a whiteout are built opaque in the
 //! workdir and renamed into place.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::{check_name, Attr, Caller, DirView, Union};
@@ -121,8 +121,8 @@ impl Union {
             NewKind::Dir if t.whiteout => {
                 // mkdir over a whiteout: an opaque dir, so the old contents stay gone (S15).
                 let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
-                let tmp = OsString::from(format!("mk.{}.{}", std::process::id(), parent));
-                let _ = crate::layers::remove_tree(work, &tmp);
+                // Unique per call: concurrent mkdirs must never share a scratch dir.
+                let tmp = super::copyup::tmp_name();
                 sys::mkdirat(work, &tmp, 0o700)?;
                 let built = (|| {
                     let fd = sys::openat(work, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
@@ -144,6 +144,10 @@ impl Union {
             whiteout::remove_aufs_whiteout(d, name)?;
         }
         self.index.invalidate(parent);
+        // A new object: whatever number its disk inode had (an object removed a moment
+        // ago, whose remover has not dropped it yet) is not its own.
+        let st = sys::fstatat(d, name)?;
+        self.inodes.drop_identity(st.st_dev, st.st_ino);
         let attr = self.lookup_locked(parent, name)?;
         Ok((attr, file))
     }
@@ -157,7 +161,7 @@ impl Union {
         }
         let t = self.prepare_create(newparent, newname)?;
         self.copy_up(&node, true)?;
-        let path = self.path_of(&node)?;
+        let (_, path, _) = self.locate(&node)?;
         let (sdir, sname) = self.parent_fd(0, &path)?;
         let d = t.udir.as_fd();
         if t.whiteout && self.layers.whiteout == WhiteoutForm::Overlay {
@@ -216,7 +220,8 @@ impl Union {
             self.dircache.invalidate(0, &cpath);
         }
         if in_upper && (is_dir || r.st.st_nlink <= 1) {
-            self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
+            self.inodes
+                .drop_identity_of(r.st.st_dev, r.st.st_ino, number);
         }
         self.inodes
             .remove_name(number, parent, &name.to_os_string());
@@ -448,8 +453,10 @@ impl Union {
         }
         if let Some(dn) = dst_no {
             if let Some(d) = &dst {
-                if d.layer == 0 && d.st.st_nlink <= 1 {
-                    self.inodes.drop_identity(d.st.st_dev, d.st.st_ino);
+                // The replaced object is gone from the upper (a directory always is):
+                // a new object reusing its disk inode must not inherit its number.
+                if d.layer == 0 && (d.kind() == libc::S_IFDIR || d.st.st_nlink <= 1) {
+                    self.inodes.drop_identity_of(d.st.st_dev, d.st.st_ino, dn);
                 }
             }
             self.inodes
