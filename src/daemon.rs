@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,7 +113,16 @@ pub fn run(mut req: MountRequest) -> i32 {
         eprintln!("stratafs: {e}");
         return 1;
     }
-    // Validate everything we can before forking, so errors reach the caller directly.
+    // Validate everything we can before forking and before touching any dir, so errors
+    // reach the caller directly and a refused mount changes nothing.
+    if let Err(e) = LayerSet::open_checked(&req.opts, &req.mountpoint) {
+        eprintln!("stratafs: {e}");
+        return 1;
+    }
+    if let Err(e) = sys::check_rw("/dev/fuse") {
+        eprintln!("stratafs: /dev/fuse: {e}");
+        return 1;
+    }
     let layers = match LayerSet::open(&req.opts, &req.mountpoint) {
         Ok(l) => l,
         Err(e) => {
@@ -121,10 +130,6 @@ pub fn run(mut req: MountRequest) -> i32 {
             return 1;
         }
     };
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("stratafs: /dev/fuse: No such file or directory");
-        return 1;
-    }
     if req.foreground {
         logging::init(req.opts.debug, false, None);
         return serve(req, layers, None);

@@ -63,6 +63,39 @@ fn canonical_dir(opt: &str, p: &Path) -> Result<(PathBuf, std::fs::Metadata), St
     Ok((c, md))
 }
 
+/// Whether something is mounted at `path` (a canonical path), per /proc/self/mountinfo.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(|m| Path::new(&unescape_mountinfo(m)) == path)
+            .unwrap_or(false)
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// True when `a` is `b` or lies inside it.
 fn within(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
@@ -156,6 +189,12 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
         return Err("option 'lowerdir' is required".into());
     }
     let (mnt, _) = canonical_dir("mountpoint", mountpoint)?;
+    if is_mount_point(&mnt) {
+        return Err(format!(
+            "mountpoint '{}': already a mount point (busy)",
+            mountpoint.display()
+        ));
+    }
     let mut lowers = Vec::new();
     for l in &opts.lowerdirs {
         let (c, md) = canonical_dir("lowerdir", l)?;

@@ -84,9 +84,15 @@ fn main() {
                 print!("{e}");
                 std::process::exit(0);
             }
+            // clap's first paragraph (the error itself), folded into one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("stratafs: {}", first.trim_start_matches("error: "));
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = msg.join(" ");
+            eprintln!("stratafs: {}", msg.trim_start_matches("error: "));
             std::process::exit(1);
         }
     };

@@ -157,6 +157,19 @@ fn unescape(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Shows control characters (a newline in an option) escaped, so an error stays one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
         "on" | "true" | "yes" | "1" => Ok(true),
@@ -166,8 +179,13 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
 }
 
 impl MountOptions {
-    /// Folds one `-o` string into self (several `-o` may be given).
+    /// Folds one `-o` string into self (several `-o` may be given). Errors are one line:
+    /// control characters of the input are shown escaped.
     pub fn apply(&mut self, opts: &str) -> Result<(), String> {
+        self.apply_inner(opts).map_err(|e| one_line(&e))
+    }
+
+    fn apply_inner(&mut self, opts: &str) -> Result<(), String> {
         for raw in split_unescaped(opts, ',') {
             if raw.is_empty() {
                 continue;
@@ -178,7 +196,9 @@ impl MountOptions {
             };
             let need = |v: &Option<String>| -> Result<String, String> {
                 match v {
-                    Some(v) if !v.is_empty() => unescape(v),
+                    Some(v) if !v.is_empty() => {
+                        unescape(v).map_err(|e| format!("option '{key}': {e}"))
+                    }
                     _ => Err(format!("option '{key}' needs a value")),
                 }
             };
@@ -193,7 +213,9 @@ impl MountOptions {
                         if p.is_empty() {
                             return Err(format!("option 'lowerdir' has an empty path in '{v}'"));
                         }
-                        dirs.push(PathBuf::from(unescape(&p)?));
+                        dirs.push(PathBuf::from(
+                            unescape(&p).map_err(|e| format!("option 'lowerdir': {e}"))?,
+                        ));
                     }
                     self.lowerdirs = dirs;
                 }

@@ -46,7 +46,10 @@ impl From<io::Error> for Errno {
 
 impl std::fmt::Display for Errno {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+        // strerror's text alone, without std's " (os error N)".
+        let text = io::Error::from_raw_os_error(self.0).to_string();
+        let text = text.split(" (os error").next().unwrap_or(&text);
+        write!(f, "{text}")
     }
 }
 
@@ -814,6 +817,16 @@ pub fn fuse_mount(
         )
     })?;
     Ok(fd)
+}
+
+/// Whether `path` can be opened read-write (e.g. /dev/fuse), without keeping it open.
+pub fn check_rw(path: &str) -> SysResult<()> {
+    let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid C string; the descriptor is closed at once.
+    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    Ok(())
 }
 
 /// Unmounts: a plain unmount, or a lazy detach when the mount is busy.

@@ -44,8 +44,8 @@ fn d(p: &Path) -> String {
     p.display().to_string()
 }
 
-const ENOENT: &str = "No such file or directory (os error 2)";
-const ENOTDIR: &str = "Not a directory (os error 20)";
+const ENOENT: &str = "No such file or directory";
+const ENOTDIR: &str = "Not a directory";
 
 /// The layer set-up every case runs against.
 struct Bed {
@@ -784,12 +784,9 @@ fn s20_late_failures_refused_with_one_line() {
     }
 }
 
-/// The same failures must leave every dir as it was: today the daemon creates its scratch
-/// dir `stratafs.work` (and, with volatile, the `stratafs.volatile` marker, which then makes
-/// the next mount refuse) before it finds /dev/fuse missing or forbidden, and the
-/// no-permission case blames the mountpoint. Ignored until fixed (reported).
+/// The same failures must leave every dir as it was (no `stratafs.work`, no volatile
+/// marker), and the no-permission case names /dev/fuse.
 #[test]
-#[ignore = "bug: late mount failures leave stratafs.work / stratafs.volatile in the workdir"]
 fn s20_late_failures_change_nothing() {
     let bed = Bed::new();
     let node = fuse_node(bed.root());
@@ -799,9 +796,8 @@ fn s20_late_failures_change_nothing() {
 }
 
 /// A mountpoint where another stratafs is already mounted is refused (the issue lists
-/// "mountpoint busy"); today the second mount stacks over the first (reported).
+/// "mountpoint busy").
 #[test]
-#[ignore = "bug: a second stratafs mounts over a live stratafs mount instead of refusing"]
 fn s20_busy_mountpoint_refused() {
     let bed = Bed::new();
     let l = &bed.l;
