@@ -340,8 +340,8 @@ impl Filesystem for StrataFs {
         self.entry(reply, self.union.link(ino.0, newparent.0, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fh, in_upper) = match self.union.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fh, in_upper, privileged) = match self.union.open(caller(req), ino.0, flags.0) {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
@@ -349,9 +349,17 @@ impl Filesystem for StrataFs {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.io.open(ino.0, fh, in_upper, file.fd().as_fd(), |fd| {
-            reply.open_backing(fd)
-        }) {
+        // Writes to a setuid/setgid file by a non-root caller go through the daemon, so
+        // that the kernel drops the bits on the FUSE inode as on any filesystem.
+        let passthrough_ok = in_upper && !privileged;
+        match self.io.open(
+            ino.0,
+            fh,
+            passthrough_ok,
+            in_upper,
+            file.fd().as_fd(),
+            |fd| reply.open_backing(fd),
+        ) {
             OpenMode::Passthrough(b) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }
@@ -616,9 +624,11 @@ impl Filesystem for StrataFs {
                     Err(e) => return reply.error(errno(e)),
                 };
                 let attr = file_attr(&a);
-                match self.io.open(a.ino(), fh, true, file.fd().as_fd(), |fd| {
-                    reply.open_backing(fd)
-                }) {
+                match self
+                    .io
+                    .open(a.ino(), fh, true, true, file.fd().as_fd(), |fd| {
+                        reply.open_backing(fd)
+                    }) {
                     OpenMode::Passthrough(b) => reply.created_passthrough(
                         &self.ttl,
                         &attr,

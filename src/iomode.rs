@@ -4,7 +4,8 @@
 //!
 //! - a file whose copy is in the upper is opened in passthrough, sharing one `BackingId`
 //!   per inode (held by every handle, dropped with the last one), unless cached opens of
-//!   that inode are live;
+//!   that inode are live, or a non-root caller writes a setuid/setgid file (its writes
+//!   must pass the kernel's privilege dropping);
 //! - a file still in a lower is opened cached (served by the daemon, with the page cache
 //!   kept across opens since a lower copy never changes). So a later write-open copies up
 //!   and, while those read-only opens live, is served cached too: no write can reach the
@@ -65,13 +66,14 @@ impl IoModes {
         &self,
         ino: u64,
         fh: u64,
+        passthrough_ok: bool,
         in_upper: bool,
         fd: BorrowedFd<'_>,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> OpenMode {
         let io = self.inode(ino);
         let mut io = io.lock();
-        if self.enabled() && in_upper && io.cached_opens == 0 {
+        if self.enabled() && passthrough_ok && io.cached_opens == 0 {
             let backing = match io.backing.upgrade() {
                 Some(b) => Some(b),
                 None => match register(fd) {

@@ -441,12 +441,10 @@ fn no_escalation_through_copy_up() {
     eprintln!("multiuser: setuid/setgid cleared on write, append and truncate like the kernel");
 }
 
-/// Two edge cases where the kernel drops privilege bits and stratafs does not (reported):
-/// open(O_TRUNC) by a non-owner clears setuid on ext4 (do_truncate), but with FUSE's atomic
-/// O_TRUNC the daemon has to drop the bits itself; and a write by a caller outside the
-/// file's group clears setgid even without group exec (kernel 6.2+ setgid rules).
+/// Two edge cases where the kernel's FUSE client leaves privilege bits to the daemon:
+/// open(O_TRUNC) by a non-owner clears setuid on ext4 (do_truncate), and a write by a caller
+/// outside the file's group clears setgid even without group exec (kernel 6.2+ rules).
 #[test]
-#[ignore = "bug: open(O_TRUNC) keeps setuid; setgid without g+x survives a write by a non-member"]
 fn privilege_bits_cleared_like_the_kernel_edge_cases() {
     let b = Bed::new("");
     let e = b.same("sgid_noexec", |d| {

@@ -16,6 +16,9 @@ use crate::whiteout;
 
 pub struct OpenFile {
     pub ino: u64,
+    /// Set for a write-open of a setuid/setgid file by a non-root caller: the first write
+    /// drops the bits as the kernel would (to this mode), where FUSE does not.
+    drop_privileges_to: parking_lot::Mutex<Option<u32>>,
     /// The layer file, and whether it is still a lower copy (a read-only open made
     /// before a copy-up moves to the upper copy then, as overlayfs does).
     target: RwLock<(Arc<OwnedFd>, bool)>,
@@ -40,6 +43,7 @@ impl Handles {
             fh,
             Arc::new(OpenFile {
                 ino,
+                drop_privileges_to: parking_lot::Mutex::new(None),
                 target: RwLock::new((Arc::new(fd), from_lower)),
             }),
         );
@@ -92,6 +96,17 @@ fn layer_open_flags(flags: i32) -> i32 {
     flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT)
 }
 
+/// The mode once an unprivileged caller truncates or writes a file: setuid always goes;
+/// setgid goes with group exec, or when the caller is not of the file's group (the
+/// kernel's setattr_should_drop_sgid; supplementary groups are not known here).
+fn drop_privileges(mode: u32, gid: u32, caller: Caller) -> u32 {
+    let mut m = mode & 0o7777 & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 || caller.gid != gid {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
 fn is_write_open(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -99,8 +114,10 @@ fn is_write_open(flags: i32) -> bool {
 impl Union {
     /// Opens a file; a write-open of a lower file copies it up first.
     /// Returns the handle and whether the opened copy can change (upper or init layer); a
-    /// lower copy's content never changes while it is open from there.
-    pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, bool)> {
+    /// lower copy's content never changes while it is open from there. The third value
+    /// tells that the caller may change a file carrying setuid/setgid bits: its writes
+    /// must reach the kernel's privilege dropping (no passthrough).
+    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> SysResult<(u64, bool, bool)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         if is_write_open(flags) {
@@ -124,7 +141,23 @@ impl Union {
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
         let mutable = self.is_writable_layer(layer);
-        Ok((self.files.insert(ino, fd, !mutable), mutable))
+        let mut privileged = false;
+        if is_write_open(flags) && caller.uid != 0 {
+            let st = sys::fstat(fd.as_fd())?;
+            if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                privileged = true;
+                let dropped = drop_privileges(st.st_mode, st.st_gid, caller);
+                if flags & libc::O_TRUNC != 0 {
+                    // FUSE's atomic O_TRUNC leaves to us what do_truncate does on ext4.
+                    sys::fchmod(fd.as_fd(), dropped)?;
+                } else if dropped != st.st_mode & 0o7777 {
+                    let fh = self.files.insert(ino, fd, !mutable);
+                    *self.files.get(fh)?.drop_privileges_to.lock() = Some(dropped);
+                    return Ok((fh, mutable, privileged));
+                }
+            }
+        }
+        Ok((self.files.insert(ino, fd, !mutable), mutable, privileged))
     }
 
     /// Registers the fd of a freshly created file as an open handle.
@@ -149,6 +182,9 @@ impl Union {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> SysResult<u32> {
         let f = self.files.get(fh)?;
+        if let Some(mode) = f.drop_privileges_to.lock().take() {
+            sys::fchmod(f.fd().as_fd(), mode)?;
+        }
         let mut done = 0;
         while done < data.len() {
             done += sys::pwrite(f.fd().as_fd(), &data[done..], off + done as u64)?;
