@@ -1,0 +1,134 @@
+//! S18, the init layer: per-mount /etc/hosts, /etc/hostname, /etc/resolv.conf between the
+//! upper and the lowers, changed in place, never part of the upper's diff or commit.
+mod common;
+use common::*;
+
+use std::fs;
+use std::process::Command;
+
+fn stratafs_out(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run stratafs")
+}
+
+fn with_image() -> Layers {
+    let l = Layers::new(1);
+    l.put(0, "etc/hosts", "image hosts\n");
+    l.put(0, "etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+    l
+}
+
+#[test]
+fn s18_init_files_change_in_place_and_stay_out_of_the_upper() {
+    let l = with_image();
+    let init = l.tmp.path().join("init");
+    let out = stratafs_out(&[
+        "init-layer",
+        init.to_str().unwrap(),
+        "--hostname",
+        "web1",
+        "--add-host",
+        "db:10.0.0.2",
+        "--dns",
+        "1.1.1.1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lo = snapshot(&l.lowers[0]);
+    {
+        let _m = l.mount(&format!("initdir={}", init.display()));
+        // The init layer sits above the lowers.
+        let hosts = fs::read_to_string(l.m("etc/hosts")).unwrap();
+        assert!(
+            hosts.contains("127.0.0.1") && hosts.contains("web1"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.contains("10.0.0.2\tdb") || hosts.contains("10.0.0.2 db"),
+            "{hosts}"
+        );
+        assert_eq!(
+            fs::read_to_string(l.m("etc/hostname")).unwrap().trim(),
+            "web1"
+        );
+        assert!(fs::read_to_string(l.m("etc/resolv.conf"))
+            .unwrap()
+            .contains("nameserver 1.1.1.1"));
+        // A write goes to the init layer in place: no copy-up.
+        let mut h = hosts.clone();
+        h.push_str("10.0.0.3 cache\n");
+        fs::write(l.m("etc/hosts"), &h).unwrap();
+        assert_eq!(fs::read_to_string(init.join("etc/hosts")).unwrap(), h);
+        assert!(
+            !l.upper.join("etc/hosts").exists(),
+            "the upper got the init file"
+        );
+        // Other files of the same dir still copy up.
+        fs::write(l.m("etc/passwd"), "changed\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(l.upper.join("etc/passwd")).unwrap(),
+            "changed\n"
+        );
+        // Unlink of an init file writes a whiteout in the upper, as for a lower.
+        fs::remove_file(l.m("etc/hostname")).unwrap();
+        assert!(!l.m("etc/hostname").exists());
+        assert!(l.upper.join("etc/.wh.hostname").exists());
+        assert!(
+            init.join("etc/hostname").exists(),
+            "the init layer keeps its file"
+        );
+    }
+    assert_same_tree("lower", &lo, &snapshot(&l.lowers[0]));
+    // diff of the upper lists the user's change, never the init files.
+    let out = stratafs_out(&["diff", l.upper.to_str().unwrap()]);
+    assert!(out.status.success());
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(diff.contains("/etc/passwd"), "{diff}");
+    assert!(
+        !diff.contains("hosts") && !diff.contains("hostname") && !diff.contains("resolv"),
+        "{diff}"
+    );
+}
+
+#[test]
+fn s18_hostname_option_generates_the_init_layer_in_the_workdir() {
+    let l = with_image();
+    {
+        let _m = l.mount("hostname=box7,dns=9.9.9.9,add_host=api:192.0.2.7");
+        assert_eq!(
+            fs::read_to_string(l.m("etc/hostname")).unwrap().trim(),
+            "box7"
+        );
+        let hosts = fs::read_to_string(l.m("etc/hosts")).unwrap();
+        assert!(
+            hosts.contains("box7") && hosts.contains("192.0.2.7"),
+            "{hosts}"
+        );
+        assert!(fs::read_to_string(l.m("etc/resolv.conf"))
+            .unwrap()
+            .contains("9.9.9.9"));
+        assert!(l.work.join("stratafs.init/etc/hostname").exists());
+        fs::write(l.m("etc/hostname"), "renamed\n").unwrap();
+    }
+    assert!(
+        !l.upper.join("etc/hostname").exists(),
+        "init files never reach the upper"
+    );
+    // A bad address is refused before mounting, with one line and exit 1.
+    let out = Command::new(bin())
+        .arg("-o")
+        .arg(format!("{},dns=300.1.1.1", l.opts()))
+        .arg(&l.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("300.1.1.1"), "{err}");
+    assert!(!is_mounted(&l.mnt));
+}
