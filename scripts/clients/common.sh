@@ -1,0 +1,381 @@
+# Shared helpers of scripts/clients/*.sh (sourced, not run).
+#
+# Exit codes of the client scripts:
+#   0   every check passed on stratafs (peers' results are reported, never fatal)
+#   1   stratafs misbehaved (a check failed, a step failed or hung), or the script broke
+#   77  this machine cannot run the client at all (not root, no /dev/fuse, a package that
+#       cannot be installed, no Debian mirror, ...): the reason is the last "SKIP:" line
+#
+# Everything built or downloaded is cached under $CLIENTS_CACHE (/var/tmp/stratafs-clients),
+# never in the repository:
+#   bookworm-minbase.tar.gz   debootstrap --variant=minbase bookworm, tarred
+#   bookworm-minbase/         the same, extracted (a read-only lower; never written)
+#   debs/                     the .debs and apt lists of the apt scenario (so that the
+#                             timed `apt-get install` measures dpkg, not the network)
+# A run's own dirs (uppers, podman roots, ...) are in a temp dir under the cache, removed
+# at exit together with every mount, daemon and process the run started.
+
+CLIENTS_CACHE="${CLIENTS_CACHE:-/var/tmp/stratafs-clients}"
+SUITE="${SUITE:-bookworm}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"   # seconds any one step may take before it counts as hung
+REPEAT="${REPEAT:-1}"                 # --repeat N: run each filesystem N times, report medians
+
+say() { printf '%s\n' "$*" >&2; }
+log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${CLIENT:-client}" "$*" >&2; }
+skip() { say "SKIP: $*"; exit 77; }
+die() { say "ERROR: $*"; exit 1; }
+
+# Root, /dev/fuse and a FUSE-capable kernel: without them nothing here can run.
+require_basics() {
+    [ "$(id -u)" = 0 ] || skip "needs root (mounts, chroot, container engines)"
+    [ -c /dev/fuse ] || skip "no /dev/fuse on this machine"
+    grep -qw fuse /proc/filesystems || modprobe fuse 2>/dev/null || true
+    grep -qw fuse /proc/filesystems || skip "the kernel has no FUSE support (/proc/filesystems)"
+    command -v apt-get >/dev/null || skip "no apt-get: the client scenarios need a Debian-family host"
+}
+
+# Installs Debian packages that are missing. Usage: need_pkgs PKG... ; a failure is a skip.
+APT_UPDATED=0
+need_pkgs() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$APT_UPDATED" = 0 ]; then
+        flock "$CLIENTS_CACHE/.apt.lock" timeout 300 apt-get update -qq >"$CLIENTS_CACHE/apt-update.log" 2>&1 \
+            || { tail -5 "$CLIENTS_CACHE/apt-update.log" >&2; skip "apt-get update failed on the host"; }
+        APT_UPDATED=1
+    fi
+    flock "$CLIENTS_CACHE/.apt.lock" timeout 600 apt-get install -y --no-install-recommends "${missing[@]}" \
+        >"$CLIENTS_CACHE/apt-install.log" 2>&1 \
+        || { tail -5 "$CLIENTS_CACHE/apt-install.log" >&2; skip "apt-get install ${missing[*]} failed on the host"; }
+}
+
+# Tries to install optional packages (a peer to compare with); never fatal.
+want_pkgs() {
+    ( need_pkgs "$@" ) 2>/dev/null || log "optional package(s) $* not installable: that peer is left out"
+}
+
+# The stratafs binary to test: $STRATAFS, else the repo's release build (built if missing),
+# else the one on PATH. Call after new_run_dir: the run uses a copy in $RUN_DIR.
+find_stratafs() {
+    if [ -n "${STRATAFS:-}" ]; then
+        [ -x "$STRATAFS" ] || die "STRATAFS=$STRATAFS is not an executable"
+    elif [ -x "$REPO/target/release/stratafs" ]; then
+        STRATAFS="$REPO/target/release/stratafs"
+    elif [ -f "$REPO/Cargo.toml" ] && command -v cargo >/dev/null; then
+        log "building stratafs (cargo build --release)"
+        (cd "$REPO" && cargo build --release) >&2 || die "cargo build --release failed"
+        STRATAFS="$REPO/target/release/stratafs"
+    elif command -v stratafs >/dev/null; then
+        STRATAFS="$(command -v stratafs)"
+    else
+        die "no stratafs binary: set STRATAFS=/path/to/stratafs or build the repo"
+    fi
+    STRATAFS="$(readlink -f "$STRATAFS")"
+    "$STRATAFS" --version >/dev/null 2>&1 || die "$STRATAFS --version failed"
+    STRATAFS_ORIG="$STRATAFS"
+    # A private copy: a rebuild of the repo during the run must not change the binary
+    # that later mounts use.
+    if [ -n "$RUN_DIR" ]; then
+        mkdir -p "$RUN_DIR/bin"
+        cp "$STRATAFS" "$RUN_DIR/bin/stratafs"
+        STRATAFS="$RUN_DIR/bin/stratafs"
+    fi
+    export STRATAFS
+}
+
+# The Debian mirror apt uses on this host (deb822 .sources or one-line .list), for
+# debootstrap; $MIRROR overrides.
+find_mirror() {
+    [ -n "${MIRROR:-}" ] && { echo "$MIRROR"; return; }
+    local f m
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        m=$(awk -v s="$SUITE" '
+            BEGIN { RS = ""; FS = "\n" }
+            { uris = ""; ok = 0
+              for (i = 1; i <= NF; i++) {
+                if ($i ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", $i); split($i, u, /[ \t]+/); uris = u[1] }
+                if ($i ~ /^Suites:/) { n = split($i, w, /[ \t]+/); for (j = 2; j <= n; j++) if (w[j] == s) ok = 1 }
+                if ($i ~ /^Types:/ && $i !~ /(^|[ \t])deb([ \t]|$)/) { ok = 0; break }
+              }
+              if (ok && uris != "") { print uris; exit } }' "$f")
+        [ -n "$m" ] && { echo "$m"; return; }
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        m=$(sed -E 's/\[[^]]*\]//' "$f" | awk -v s="$SUITE" '$1 == "deb" && $3 == s { print $2; exit }')
+        [ -n "$m" ] && { echo "$m"; return; }
+    done
+    echo "http://deb.debian.org/debian"
+}
+
+# Makes sure $CLIENTS_CACHE/bookworm-minbase.tar.gz and the extracted lower exist.
+# Sets ROOTFS_TAR and ROOTFS.
+ensure_rootfs() {
+    mkdir -p "$CLIENTS_CACHE"
+    ROOTFS_TAR="$CLIENTS_CACHE/$SUITE-minbase.tar.gz"
+    ROOTFS="$CLIENTS_CACHE/$SUITE-minbase"
+    exec 8>"$CLIENTS_CACHE/.rootfs.lock"
+    flock 8
+    if [ ! -s "$ROOTFS_TAR" ]; then
+        need_pkgs debootstrap
+        local mirror tmp t0
+        mirror=$(find_mirror)
+        tmp="$CLIENTS_CACHE/debootstrap.tmp"
+        rm -rf "$tmp"
+        log "debootstrap --variant=minbase $SUITE (mirror $mirror), cached as $ROOTFS_TAR"
+        t0=$(date +%s)
+        if ! timeout 900 debootstrap --variant=minbase "$SUITE" "$tmp" "$mirror" \
+                >"$CLIENTS_CACHE/debootstrap.log" 2>&1; then
+            tail -5 "$CLIENTS_CACHE/debootstrap.log" >&2
+            rm -rf "$tmp"
+            skip "debootstrap --variant=minbase $SUITE $mirror failed: $(grep -m1 "^E:" "$CLIENTS_CACHE/debootstrap.log" || tail -1 "$CLIENTS_CACHE/debootstrap.log")"
+        fi
+        rm -rf "$tmp/var/cache/apt/archives/"*.deb "$tmp/var/lib/apt/lists/"* 2>/dev/null || true
+        tar --numeric-owner --xattrs -C "$tmp" -czf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+        rm -rf "$tmp" "$ROOTFS"
+        log "debootstrap done in $(( $(date +%s) - t0 ))s"
+    fi
+    if [ ! -e "$ROOTFS.ok" ] || [ "$ROOTFS.ok" -ot "$ROOTFS_TAR" ]; then
+        rm -rf "$ROOTFS" "$ROOTFS.ok"
+        mkdir -p "$ROOTFS"
+        tar --numeric-owner --xattrs -C "$ROOTFS" -xzf "$ROOTFS_TAR" || die "cannot extract $ROOTFS_TAR"
+        touch "$ROOTFS.ok"
+    fi
+    flock -u 8
+    exec 8>&-
+}
+
+# ---- mounts and cleanup ------------------------------------------------------------------
+
+# Everything registered here is undone at exit, in reverse order.
+CLEANUP=()
+on_exit() { CLEANUP+=("$*"); }
+run_cleanup() {
+    local i
+    for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
+        eval "${CLEANUP[$i]}" || true
+    done
+    CLEANUP=()
+}
+trap 'run_cleanup' EXIT
+trap 'exit 130' INT TERM HUP
+
+is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
+
+# PIDs of the stratafs / fuse-overlayfs daemons serving mount point $1 (found by their
+# command line, which ends with the mount point: these are daemons this run started).
+daemons_of() {
+    local p cmd
+    for p in /proc/[0-9]*; do
+        cmd=$( { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | tail -1) || continue
+        [ "$cmd" = "$1" ] && echo "${p#/proc/}"
+    done
+    return 0
+}
+
+# Unmounts $1 and waits for it to be gone; lazily, and killing its daemon by PID, if it
+# will not go. Usage: unmount_wait MNT
+unmount_wait() {
+    local m="$1" i pids
+    is_mounted "$m" || return 0
+    pids=$(daemons_of "$m")
+    for i in $(seq 50); do
+        umount "$m" 2>/dev/null && break
+        sleep 0.2
+    done
+    if is_mounted "$m"; then
+        log "umount $m: still busy after 10 s, detaching lazily"
+        umount -l "$m" 2>/dev/null || true
+    fi
+    for i in $(seq 50); do
+        [ -z "$pids" ] && break
+        local alive=""
+        for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        pids="$alive"
+        [ -z "$pids" ] && break
+        sleep 0.2
+    done
+    if [ -n "$pids" ]; then
+        log "daemon(s)$pids of $m still alive 10 s after umount: killing them"
+        kill $pids 2>/dev/null || true
+    fi
+}
+
+# Kills the processes whose root directory is inside $1 (left over in a chroot we made).
+kill_chroot_procs() {
+    local root="$1" p r
+    for p in /proc/[0-9]*; do
+        r=$(readlink "$p/root" 2>/dev/null) || continue
+        case "$r" in "$root"|"$root"/*) kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
+    done
+    return 0
+}
+
+# mount_union FS LOWERS UPPER WORK MNT: FS is stratafs, overlay or fuse-overlayfs.
+mount_union() {
+    local fs="$1" lowers="$2" upper="$3" work="$4" mnt="$5"
+    local opts="lowerdir=$lowers,upperdir=$upper,workdir=$work"
+    case "$fs" in
+        stratafs) "$STRATAFS" -o "$opts" "$mnt" ;;
+        overlay) mount -t overlay overlay -o "$opts" "$mnt" ;;
+        fuse-overlayfs) fuse-overlayfs -o "$opts" "$mnt" ;;
+        *) die "unknown fs $fs" ;;
+    esac
+}
+
+fs_label() {
+    case "$1" in
+        stratafs) echo "stratafs" ;;
+        overlay) echo "kernel overlayfs" ;;
+        fuse-overlayfs) echo "fuse-overlayfs $(fuse-overlayfs --version 2>/dev/null | awk '/^fuse-overlayfs/ {print $3; exit}')" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# ---- timings and checks -------------------------------------------------------------------
+
+# RESULTS: lines "fs<TAB>metric<TAB>seconds"; FAILS: lines "fs<TAB>what".
+RUN_DIR=""
+new_run_dir() { # PREFIX
+    mkdir -p "$CLIENTS_CACHE"
+    RUN_DIR=$(mktemp -d "$CLIENTS_CACHE/$1.XXXXXX")
+    on_exit "rm -rf '$RUN_DIR'"
+    RESULTS="$RUN_DIR/results.tsv"
+    FAILS="$RUN_DIR/fails.tsv"
+    : >"$RESULTS"
+    : >"$FAILS"
+}
+
+now() { date +%s.%N; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; } # fs metric secs
+fail() { # fs what
+    printf '%s\t%s\n' "$1" "$2" >>"$FAILS"
+    log "CHECK FAILED on $1: $2"
+}
+
+# timed FS METRIC CMD...: runs CMD, records its wall time; its status is returned (CMD
+# brings its own timeout: in_chroot and podman calls have one; 124 means it hung).
+timed() {
+    local fs="$1" metric="$2" t0 t1 rc=0
+    shift 2
+    t0=$(now)
+    "$@" || rc=$?
+    t1=$(now)
+    record "$fs" "$metric" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+    [ $rc = 124 ] && log "$metric on $fs: timed out after ${STEP_TIMEOUT}s (hung?)"
+    return $rc
+}
+
+# Prints the side-by-side table of $RESULTS for the given fs list, the median when a step
+# ran more than once (--repeat); ratios against kernel overlayfs when it ran.
+# Usage: print_table TITLE FS...
+print_table() {
+    local title="$1"; shift
+    # Step order: as first recorded.
+    awk -F'\t' '!seen[$2]++ { print $2 }' "$RESULTS" >"$RESULTS.order"
+    awk -F'\t' -v order="$*" -v title="$title" -v reps="${REPEAT:-1}" '
+        BEGIN { n = split(order, fs, " ") }
+        FNR == NR { steps[++ns] = $0; next }
+        { k = $2 "\t" $1; c[k]++; val[k, c[k]] = $3 }
+        END {
+            for (k in c) {
+                m = c[k]
+                for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++)
+                    if (val[k, b] < val[k, a]) { t = val[k, a]; val[k, a] = val[k, b]; val[k, b] = t }
+                med[k] = (m % 2) ? val[k, (m + 1) / 2] : (val[k, m / 2] + val[k, m / 2 + 1]) / 2
+            }
+            printf "\n%s (seconds%s; ratio = stratafs / kernel overlayfs)\n", title, reps > 1 ? ", median of " reps " runs" : ""
+            printf "%-26s", "step"
+            for (i = 1; i <= n; i++) printf " %16s", fs[i]
+            printf " %10s\n", "ratio"
+            for (j = 1; j <= ns; j++) {
+                printf "%-26s", steps[j]
+                for (i = 1; i <= n; i++) {
+                    k = steps[j] "\t" fs[i]
+                    if (k in med) printf " %16.2f", med[k]; else printf " %16s", "-"
+                }
+                ks = steps[j] "\tstratafs"; ko = steps[j] "\toverlay"
+                if ((ks in med) && (ko in med) && med[ko] > 0) printf " %9.2fx", med[ks] / med[ko]; else printf " %10s", "-"
+                printf "\n"
+            }
+        }' "$RESULTS.order" "$RESULTS"
+}
+
+# Prints the failures and returns 1 when stratafs had any (peers' are informational).
+report_fails() {
+    local rc=0
+    if [ -s "$FAILS" ]; then
+        say ""
+        say "check failures:"
+        awk -F'\t' '{ printf "  %-18s %s\n", $1, $2 }' "$FAILS" >&2
+        grep -q '^stratafs	' "$FAILS" && rc=1
+        grep -vq '^stratafs	' "$FAILS" && say "(failures on a peer are reported, not fatal: the peer is the reference, not the subject)"
+    fi
+    return $rc
+}
+
+# ---- the container scenario (podman.sh, docker.sh) -----------------------------------------
+
+# Unmounts every mount under DIR, deepest first (layer mounts podman left, its private
+# bind of the storage dir), stopping FUSE daemons by PID if they linger.
+unmount_under() { # DIR
+    local t
+    for t in $(findmnt -rn -o TARGET | grep -F "$1/" | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-); do
+        unmount_wait "$(printf '%b' "$t")"
+    done
+}
+
+# The set of "X /path" lines of the diff, without paths podman itself adds for every
+# container (/run/.containerenv, the /etc/hosts & co. mount targets).
+diff_set() { { grep -E '^[ACD] /' || true; } | { grep -vE ' /(run|run/\.containerenv|etc/(hosts|hostname|resolv\.conf))$' || true; } | LC_ALL=C sort; }
+
+C1_CHANGES='set -e
+echo c1 >> /etc/strata-empty
+ln /etc/debian_version /srv/debian_version.link
+rm /usr/share/doc/ONLY
+rm -rf /usr/share/zoneinfo/America
+echo c1 > /srv/c1-added && ln /srv/c1-added /srv/c1-added.link
+mkdir /var/c1dir && echo x > /var/c1dir/inner
+rm /etc/shells'
+
+# Paths whose entry in the diff depends on the diff method, not on the filesystem: the
+# kernel driver reads the upper dir, where `ln` copied the (unchanged) lower file up; the
+# naive diff of a mount_program compares stat data, which did not change.
+DIFF_METHOD_ONLY='C /etc/debian_version'
+
+# What the diff c1 must list at least (kernel overlayfs and the FUSE programs alike).
+DIFF_EXPECTED='A /srv/c1-added
+A /srv/c1-added.link
+A /srv/debian_version.link
+A /var/c1dir
+A /var/c1dir/inner
+C /etc/strata-empty
+D /etc/shells
+D /usr/share/doc/ONLY
+D /usr/share/zoneinfo/America'
+
+
+# The diff on a FUSE mount program walks the mounted layer against a read-only mount of
+# its parent; on kernel overlayfs it reads the upper dir. Both must find the same changes.
+# Compares $RUN_DIR/diff.FS and diff-image.FS with the overlay ones. Usage: compare_diffs ENGINE FS...
+compare_diffs() {
+    local engine="$1" f fs d what
+    shift
+    for f in diff diff-image; do
+        [ -e "$RUN_DIR/$f.overlay" ] || continue
+        for fs in "$@"; do
+            [ "$fs" != overlay ] && [ -e "$RUN_DIR/$f.$fs" ] || continue
+            if ! d=$(LC_ALL=C diff <(grep -vxF "$DIFF_METHOD_ONLY" "$RUN_DIR/$f.overlay") <(grep -vxF "$DIFF_METHOD_ONLY" "$RUN_DIR/$f.$fs")); then
+                what="$engine diff c1"; [ $f = diff-image ] && what="$engine diff of the committed image"
+                fail "$fs" "$what differs from kernel overlayfs' (< overlay, > $fs): $(printf '%s' "$d" | grep '^[<>]' | head -12 | tr '\n' '|')"
+            fi
+        done
+    done
+}
