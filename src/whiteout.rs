@@ -52,7 +52,7 @@ pub fn entry_is_whiteout(
     if is_char00(st) {
         return !is_upper || form == WhiteoutForm::Overlay;
     }
-    if is_upper && form == WhiteoutForm::Aufs {
+    if is_upper && !whiteout_at_name(form, name) {
         return false;
     }
     // The xattr form: an empty regular file carrying trusted.overlay.whiteout (overlayfs
@@ -137,9 +137,30 @@ pub fn set_redirect(dir: BorrowedFd<'_>, name: &OsStr, lower_path: &OsStr) -> Sy
     sys::setxattr(t, OsStr::new(REDIRECT_XATTR), lower_path.as_bytes(), 0)
 }
 
+/// Whether the whiteout for `name` sits at `name` itself (so the object there must go
+/// first): always in the overlay form; in the aufs form for names too long to take the
+/// `.wh.` prefix (252 to 255 bytes), which get the xattr form instead.
+pub fn whiteout_at_name(form: WhiteoutForm, name: &OsStr) -> bool {
+    form == WhiteoutForm::Overlay || name.len() + WH_PREFIX.len() > 255
+}
+
 /// Writes a whiteout for `name` into `dir` (an upper directory) in the configured form.
 pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> SysResult<()> {
     match form {
+        WhiteoutForm::Aufs if whiteout_at_name(form, name) => {
+            let f = sys::openat(
+                dir,
+                name,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+                0o600,
+            )?;
+            sys::setxattr(
+                XTarget::Fd(std::os::fd::AsFd::as_fd(&f)),
+                OsStr::new(OVL_WHITEOUT_XATTRS[0]),
+                b"y",
+                0,
+            )
+        }
         WhiteoutForm::Aufs => {
             let wh = aufs_whiteout_name(name);
             match sys::openat(
@@ -159,7 +180,7 @@ pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> 
 /// Removes the aufs whiteout for `name` in `dir` if there is one (S15).
 pub fn remove_aufs_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     match sys::unlinkat(dir, &aufs_whiteout_name(name), false) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::ENAMETOOLONG) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -85,7 +85,10 @@ impl Union {
                     continue;
                 }
                 let needs_stat = matches!(e.dtype, libc::DT_CHR | libc::DT_UNKNOWN)
-                    || (e.dtype == libc::DT_REG && self.may_hold_xattr_whiteouts(l));
+                    || (e.dtype == libc::DT_REG
+                        && (self.may_hold_xattr_whiteouts(l)
+                            || (is_upper
+                                && whiteout::whiteout_at_name(self.layers.whiteout, &e.name))));
                 let mut kind = dtype_kind(e.dtype);
                 if needs_stat {
                     let st = match sys::fstatat(d, &e.name) {

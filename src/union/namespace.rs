@@ -49,8 +49,10 @@ impl Union {
         let udir = self.dir_fd(0, &dir.path)?;
         let d = udir.as_fd();
         let whiteout = match self.layers.whiteout {
-            WhiteoutForm::Aufs => whiteout::has_aufs_whiteout(d, name),
-            WhiteoutForm::Overlay => sys::fstatat(d, name).is_ok(),
+            _ if whiteout::whiteout_at_name(self.layers.whiteout, name) => {
+                sys::fstatat(d, name).is_ok()
+            }
+            _ => whiteout::has_aufs_whiteout(d, name),
         };
         let pst = sys::fstat(d)?;
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
@@ -85,7 +87,8 @@ impl Union {
         if matches!(kind, NewKind::Dir) && t.setgid_gid.is_some() {
             perm |= libc::S_ISGID;
         }
-        if t.whiteout && self.layers.whiteout == WhiteoutForm::Overlay {
+        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, name);
+        if t.whiteout && at_name {
             sys::unlinkat(d, name, false)?;
         }
         let mut file = None;
@@ -140,7 +143,7 @@ impl Union {
                 finish(d, name, false)?;
             }
         }
-        if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
+        if t.whiteout && !at_name {
             whiteout::remove_aufs_whiteout(d, name)?;
         }
         self.index.invalidate(parent);
@@ -164,11 +167,12 @@ impl Union {
         let (_, path, _) = self.locate(&node)?;
         let (sdir, sname) = self.parent_fd(0, &path)?;
         let d = t.udir.as_fd();
-        if t.whiteout && self.layers.whiteout == WhiteoutForm::Overlay {
+        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, newname);
+        if t.whiteout && at_name {
             sys::unlinkat(d, newname, false)?;
         }
         sys::linkat(sdir.as_fd(), sname, d, newname)?;
-        if t.whiteout && self.layers.whiteout == WhiteoutForm::Aufs {
+        if t.whiteout && !at_name {
             whiteout::remove_aufs_whiteout(d, newname)?;
         }
         self.index.invalidate(newparent);
@@ -238,7 +242,8 @@ impl Union {
         need_whiteout: bool,
     ) -> SysResult<()> {
         let form = self.layers.whiteout;
-        if need_whiteout && form == WhiteoutForm::Aufs {
+        let at_name = whiteout::whiteout_at_name(form, name);
+        if need_whiteout && !at_name {
             whiteout::write_whiteout(d, name, form)?;
         }
         if in_upper {
@@ -248,7 +253,7 @@ impl Union {
             }
             sys::unlinkat(d, name, is_dir)?;
         }
-        if need_whiteout && form == WhiteoutForm::Overlay {
+        if need_whiteout && at_name {
             whiteout::write_whiteout(d, name, form)?;
         }
         Ok(())
@@ -409,11 +414,7 @@ impl Union {
         // The source leaves its name: a lower that shows it there needs a whiteout first.
         let old_needs_wh = self.shown_below(&pl, name)?;
         let dst_in_upper = sys::fstatat(nd, newname)
-            .map(|st| {
-                !(form == WhiteoutForm::Overlay
-                    && st.st_mode & libc::S_IFMT == libc::S_IFCHR
-                    && st.st_rdev == 0)
-            })
+            .map(|st| !whiteout::entry_is_whiteout(&st, true, form, nd, newname))
             .unwrap_or(false);
         if let (true, Some(d)) = (src_dir, &dst) {
             // Replacing an (empty) merged dir: its lower contents must not show through.
@@ -431,10 +432,14 @@ impl Union {
             let sfd = sys::openat(od, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             whiteout::mark_opaque(sfd.as_fd(), form)?;
         }
-        if old_needs_wh && form == WhiteoutForm::Aufs {
+        let old_at_name = whiteout::whiteout_at_name(form, name);
+        if old_needs_wh && !old_at_name {
             whiteout::write_whiteout(od, name, form)?;
         }
-        if !dst_in_upper && form == WhiteoutForm::Overlay && sys::fstatat(nd, newname).is_ok() {
+        if !dst_in_upper
+            && whiteout::whiteout_at_name(form, newname)
+            && sys::fstatat(nd, newname).is_ok()
+        {
             // An overlay whiteout at the target: a directory cannot replace it in one step.
             sys::unlinkat(nd, newname, false)?;
         }
@@ -448,7 +453,7 @@ impl Union {
             self.dircache.invalidate(0, &old_path);
             self.dircache.invalidate(0, &new_path);
         }
-        if old_needs_wh && form == WhiteoutForm::Overlay {
+        if old_needs_wh && old_at_name {
             whiteout::write_whiteout(od, name, form)?;
         }
         if let Some(dn) = dst_no {
