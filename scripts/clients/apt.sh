@@ -173,6 +173,10 @@ os.unlink("/root/py-check")
 more"' || true
 }
 
+# Paths whose details differ between two identical runs (times, logs, caches, git object
+# names): left out of the tree comparison.
+MANIFEST_SKIP=' /(var/log|var/cache/apt|var/cache/debconf|var/cache/ldconfig|root/repo/\.git/(objects|logs|index)|tmp)(/|$)'
+
 run_fs() { # FS
     local fs="$1" d="$RUN_DIR/$1" m rc
     m="$d/mnt"
@@ -254,6 +258,13 @@ run_fs() { # FS
     state_checks "$fs" "$m" "after remount"
     t1=$(now)
     record "$fs" "verify after remount" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+    # The whole merged tree, for the comparison with the kernel overlayfs run.
+    in_chroot "$m" find / -xdev \( -type d -printf 'd %m %U:%G %p\n' \) \
+        -o \( -type l -printf 'l %U:%G %p -> %l\n' \) -o -printf '%y %m %U:%G %s %n %p\n' 2>&1 \
+        | grep -vE "$MANIFEST_SKIP" | LC_ALL=C sort >"$RUN_DIR/manifest.$fs" || true
+    [ "$(wc -l <"$RUN_DIR/manifest.$fs")" -gt 5000 ] \
+        || fail "$fs" "find / in the chroot listed only $(wc -l <"$RUN_DIR/manifest.$fs") entries: $(head -3 "$RUN_DIR/manifest.$fs" | tr '\n' '|')"
+    log "$fs: merged tree of $(wc -l <"$RUN_DIR/manifest.$fs") entries listed"
     unbind_chroot "$m"
     unmount_wait "$m"
     is_mounted "$m" && fail "$fs" "could not unmount (after remount)"
@@ -266,6 +277,17 @@ for r in $(seq "$REPEAT"); do
     [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
     for fs in $FS_LIST; do run_fs "$fs"; done
 done
+
+# The merged trees after the scenario (types, modes, owners, sizes, link counts, symlink
+# targets) must be those of the kernel overlayfs run.
+if [ -s "$RUN_DIR/manifest.overlay" ]; then
+    for fs in $FS_LIST; do
+        [ "$fs" != overlay ] && [ -e "$RUN_DIR/manifest.$fs" ] || continue
+        if ! d=$(LC_ALL=C diff "$RUN_DIR/manifest.overlay" "$RUN_DIR/manifest.$fs"); then
+            fail "$fs" "merged tree after the scenario differs from kernel overlayfs' ($(printf '%s\n' "$d" | grep -c '^[<>]') lines; < overlay, > $fs): $(printf '%s\n' "$d" | grep '^[<>]' | head -20 | tr '\n' '|')"
+        fi
+    done
+fi
 
 print_table "apt/dpkg in a chroot ($SUITE minbase + $PKGS)" $FS_LIST
 say ""

@@ -379,3 +379,24 @@ compare_diffs() {
         done
     done
 }
+
+# A listing of the whole tree of a container (type, mode, owner, size, link count, symlink
+# target), run inside it; tree_skip drops what differs for reasons other than the
+# filesystem: the files the engine mounts in, and the names of the hard links that a naive
+# diff cannot carry (see the Containerfile: an unchanged lower file linked to a new name).
+TREE_CMD='find / -xdev \( -type d -printf "d %m %U:%G %p\n" \) -o \( -type l -printf "l %U:%G %p -> %l\n" \) -o -printf "%y %m %U:%G %s %n %p\n"'
+tree_skip() {
+    { grep -vE ' /(etc/(hosts|hostname|resolv\.conf)|run/\.containerenv|\.dockerenv|usr/bin/tac|usr/local/bin/tac-hardlink|etc/debian_version|srv/debian_version\.link)$' || true; } | LC_ALL=C sort
+}
+
+# Compares $RUN_DIR/tree.FS with tree.overlay. Usage: compare_trees FS...
+compare_trees() {
+    local fs d
+    [ -s "$RUN_DIR/tree.overlay" ] || return 0
+    for fs in "$@"; do
+        [ "$fs" != overlay ] && [ -e "$RUN_DIR/tree.$fs" ] || continue
+        if ! d=$(LC_ALL=C diff "$RUN_DIR/tree.overlay" "$RUN_DIR/tree.$fs"); then
+            fail "$fs" "tree of the committed image differs from kernel overlayfs' ($(printf '%s\n' "$d" | grep -c '^[<>]') lines; < overlay, > $fs): $(printf '%s\n' "$d" | grep '^[<>]' | head -20 | tr '\n' '|')"
+        fi
+    done
+}

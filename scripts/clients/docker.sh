@@ -170,6 +170,9 @@ run_fs() { # FS
         out=$(timed "$fs" "run + check committed" D run --rm --network none localhost/deb:committed \
             sh /usr/local/bin/check-image.sh committed 2>&1) || rc=$?
         [ $rc = 0 ] || fail "$fs" "check of the committed image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
+        D run --rm --network none localhost/deb:committed sh -c "$TREE_CMD" 2>&1 | tree_skip >"$RUN_DIR/tree.$fs" || true
+        [ "$(wc -l <"$RUN_DIR/tree.$fs")" -gt 5000 ] \
+            || fail "$fs" "find / in a container of the committed image listed only $(wc -l <"$RUN_DIR/tree.$fs") entries: $(head -3 "$RUN_DIR/tree.$fs" | tr '\n' '|')"
         # docker diff takes containers only: a container of the committed image, unchanged,
         # diffs as empty; the committed layer is checked through c1's diff above.
     fi
@@ -187,6 +190,7 @@ for r in $(seq "$REPEAT"); do
     [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
     for fs in $FS_LIST; do run_fs "$fs"; done
 done
+compare_trees $FS_LIST
 compare_diffs docker $FS_LIST
 
 print_table "docker $(/usr/bin/docker --version | awk '{print $3}' | tr -d ,) (overlay2; fuse-overlayfs driver for the FUSE ones)" $FS_LIST

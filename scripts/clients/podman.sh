@@ -182,6 +182,9 @@ run_fs() { # FS
         out=$(timed "$fs" "run + check committed" P run --rm --network none --pull never localhost/deb:committed \
             sh /usr/local/bin/check-image.sh committed 2>&1) || rc=$?
         [ $rc = 0 ] || fail "$fs" "check of the committed image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
+        P run --rm --network none --pull never localhost/deb:committed sh -c "$TREE_CMD" 2>&1 | tree_skip >"$RUN_DIR/tree.$fs" || true
+        [ "$(wc -l <"$RUN_DIR/tree.$fs")" -gt 5000 ] \
+            || fail "$fs" "find / in a container of the committed image listed only $(wc -l <"$RUN_DIR/tree.$fs") entries: $(head -3 "$RUN_DIR/tree.$fs" | tr '\n' '|')"
     fi
 
     rc=0
@@ -210,6 +213,7 @@ for r in $(seq "$REPEAT"); do
     for fs in $FS_LIST; do run_fs "$fs"; done
 done
 
+compare_trees $FS_LIST
 compare_diffs podman $FS_LIST
 
 print_table "podman $(podman --version | awk '{print $3}') (overlay driver; mount_program for the FUSE ones)" $FS_LIST
