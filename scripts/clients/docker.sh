@@ -49,6 +49,12 @@ SHIM="$RUN_DIR/shim"
 mkdir -p "$SHIM"
 ln -s "$STRATAFS" "$SHIM/fuse-overlayfs"
 
+# dockerd, containerd and runc make these even with private roots: remove those this run
+# made, once empty.
+for d in /run/runc /run/containerd /run/containerd/s /run/docker /run/docker/plugins; do  # parents first: undone in reverse
+    [ -e "$d" ] || on_exit "rmdir '$d' 2>/dev/null"
+done
+
 # Exec roots (and the socket) in /run: short paths (unix socket paths are limited).
 EXECS=$(mktemp -d /run/stratafs-docker.XXXXXX)
 on_exit "unmount_under '$EXECS'; rm -rf '$EXECS'"

@@ -62,6 +62,11 @@ CTX="$RUN_DIR/context"
 mkdir -p "$CTX"
 cp "$HERE/Containerfile" "$HERE/check-image.sh" "$CTX/"
 
+# runc keeps its state in /run/runc whatever podman's roots: remove it if this run made it.
+[ -e /run/runc ] || on_exit "rmdir /run/runc 2>/dev/null"
+# containers/image keeps its blob info cache there whatever the roots: likewise.
+[ -e /var/lib/containers ] || on_exit "rm -rf /var/lib/containers"
+
 # podman refuses a runroot path longer than 50 characters: the runroots live in /run.
 RUNROOTS=$(mktemp -d /run/stratafs-podman.XXXXXX)
 on_exit "unmount_under '$RUNROOTS'; rm -rf '$RUNROOTS'"
