@@ -202,7 +202,13 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             return 1;
         }
     };
+    // -o timeout= sets both; by default attributes live 1 s and names an hour (names only
+    // change through this mount, which the kernel sees).
     let ttl = Duration::from_secs_f64(req.opts.timeout_secs.unwrap_or(1.0));
+    let entry_ttl = match req.opts.timeout_secs {
+        Some(_) => ttl,
+        None => Duration::from_secs(3600),
+    };
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
@@ -217,7 +223,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     };
     let acl = cfg.acl;
     let session = match fuser::Session::from_fd(
-        StrataFs::new(union, ttl, req.opts.passthrough),
+        StrataFs::new(union, ttl, entry_ttl, req.opts.passthrough),
         dev,
         acl,
         cfg,

@@ -23,15 +23,25 @@ use crate::union::{Attr, Caller, Union};
 
 pub struct StrataFs {
     union: Arc<Union>,
+    /// How long the kernel keeps attributes.
     ttl: Duration,
+    /// How long the kernel keeps names and misses: every change of a name goes through
+    /// this mount and the kernel, so this can be long.
+    entry_ttl: Duration,
     io: IoModes,
 }
 
 impl StrataFs {
-    pub fn new(union: Arc<Union>, ttl: Duration, passthrough: bool) -> StrataFs {
+    pub fn new(
+        union: Arc<Union>,
+        ttl: Duration,
+        entry_ttl: Duration,
+        passthrough: bool,
+    ) -> StrataFs {
         StrataFs {
             union,
             ttl,
+            entry_ttl,
             io: IoModes::new(passthrough),
         }
     }
@@ -123,7 +133,9 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 impl StrataFs {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
         match r {
-            Ok(a) => reply.entry_with_ttls(&self.ttl, &self.ttl, &file_attr(&a), Generation(0)),
+            Ok(a) => {
+                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &file_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -188,15 +200,17 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.union.lookup(parent.0, name) {
-            Ok(a) => reply.entry_with_ttls(&self.ttl, &self.ttl, &file_attr(&a), Generation(0)),
-            Err(Errno::ENOENT) if !self.ttl.is_zero() => {
+            Ok(a) => {
+                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &file_attr(&a), Generation(0))
+            }
+            Err(Errno::ENOENT) if !self.entry_ttl.is_zero() => {
                 // A negative entry: names only appear through this mount, which the
                 // kernel sees, so the miss can be cached.
                 let mut a = file_attr(&Attr {
                     st: crate::sys::zero_stat(),
                 });
                 a.ino = INodeNo(0);
-                reply.entry_with_ttls(&self.ttl, &self.ttl, &a, Generation(0));
+                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &a, Generation(0));
             }
             Err(e) => reply.error(errno(e)),
         }
