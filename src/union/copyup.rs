@@ -329,6 +329,10 @@ impl Union {
             let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
             return Err(e);
         }
+        if kind == libc::S_IFDIR {
+            // After the rename: an opener that saw it absent before now retries.
+            self.dircache.note_dir_created();
+        }
         // Copy-up is invisible: the parent keeps its times.
         self.restore_dir_times(udir, &parent_times);
         Ok((st, sys::fstatat(udir, name)?))

@@ -20,6 +20,10 @@ const CAPACITY: usize = 2048;
 pub struct DirCache {
     map: DashMap<(usize, OsString), Arc<OwnedFd>>,
     generation: AtomicU64,
+    /// Dirs known absent, with the `created` count when they were seen absent: forever
+    /// valid in a lower, until the next directory creation in a writable layer.
+    absent: DashMap<(usize, OsString), u64>,
+    created: AtomicU64,
 }
 
 /// Whether `path` is `prefix` or lies below it.
@@ -29,24 +33,51 @@ fn under(path: &OsStr, prefix: &OsStr) -> bool {
 }
 
 impl DirCache {
+    /// The fd of `path` in `layer` (`writable`: the upper or the init layer, whose dirs
+    /// come and go), opening and caching it on a miss; absent dirs are remembered too.
     pub fn get_or_open(
         &self,
         layer: usize,
         path: &OsStr,
+        writable: bool,
         open: impl FnOnce() -> SysResult<OwnedFd>,
     ) -> SysResult<Arc<OwnedFd>> {
-        if let Some(fd) = self.map.get(&(layer, path.to_os_string())) {
+        let key = (layer, path.to_os_string());
+        if let Some(fd) = self.map.get(&key) {
             return Ok(fd.clone());
         }
+        if let Some(seen) = self.absent.get(&key) {
+            if !writable || *seen == self.created.load(Ordering::Acquire) {
+                return Err(crate::sys::Errno::ENOENT);
+            }
+        }
         let gen = self.generation.load(Ordering::Acquire);
-        let fd = Arc::new(open()?);
+        let created = self.created.load(Ordering::Acquire);
+        let fd = match open() {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                if e == crate::sys::Errno::ENOENT || e == crate::sys::Errno::ENOTDIR {
+                    if self.absent.len() >= CAPACITY * 8 {
+                        self.absent.clear();
+                    }
+                    self.absent.insert(key, created);
+                }
+                return Err(e);
+            }
+        };
         if self.map.len() >= CAPACITY {
             self.map.clear();
         }
         if self.generation.load(Ordering::Acquire) == gen {
-            self.map.insert((layer, path.to_os_string()), fd.clone());
+            self.map.insert(key, fd.clone());
         }
         Ok(fd)
+    }
+
+    /// A directory may have appeared in a writable layer (mkdir, copy-up, rename): no
+    /// "absent" entry of those layers holds any more.
+    pub fn note_dir_created(&self) {
+        self.created.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Forgets every cached dir of `layer` at or below `path` (after it was removed or

@@ -256,29 +256,30 @@ impl Union {
         // Paths near PATH_MAX are walked in pieces: from the (cached) fd of an ancestor,
         // each piece beneath it.
         const PIECE: usize = 2048;
-        self.dircache.get_or_open(layer, path, || {
-            let b = path.as_bytes();
-            if b.len() <= PIECE {
-                return sys::open_beneath(
-                    self.layers.layers[layer].fd(),
-                    path,
+        self.dircache
+            .get_or_open(layer, path, self.is_writable_layer(layer), || {
+                let b = path.as_bytes();
+                if b.len() <= PIECE {
+                    return sys::open_beneath(
+                        self.layers.layers[layer].fd(),
+                        path,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                    );
+                }
+                // The last piece at most PIECE long; the prefix recurses.
+                let from = b.len() - PIECE - 1;
+                let cut = from
+                    + b[from..]
+                        .iter()
+                        .position(|c| *c == b'/')
+                        .ok_or(Errno::ENAMETOOLONG)?;
+                let base = self.dir_fd(layer, OsStr::from_bytes(&b[..cut]))?;
+                sys::open_beneath(
+                    base.as_fd(),
+                    OsStr::from_bytes(&b[cut + 1..]),
                     libc::O_PATH | libc::O_DIRECTORY,
-                );
-            }
-            // The last piece at most PIECE long; the prefix recurses.
-            let from = b.len() - PIECE - 1;
-            let cut = from
-                + b[from..]
-                    .iter()
-                    .position(|c| *c == b'/')
-                    .ok_or(Errno::ENAMETOOLONG)?;
-            let base = self.dir_fd(layer, OsStr::from_bytes(&b[..cut]))?;
-            sys::open_beneath(
-                base.as_fd(),
-                OsStr::from_bytes(&b[cut + 1..]),
-                libc::O_PATH | libc::O_DIRECTORY,
-            )
-        })
+                )
+            })
     }
 
     /// The parent dir fd in `layer` of the object at `path`, and its last component.

@@ -146,6 +146,8 @@ impl Union {
         if t.whiteout && !at_name {
             whiteout::remove_aufs_whiteout(d, name)?;
         }
+        // After the creation: an opener that saw the path absent before now retries.
+        self.dircache.note_dir_created();
         self.index.invalidate(parent);
         // A new object: whatever number its disk inode had (an object removed a moment
         // ago, whose remover has not dropped it yet) is not its own.
@@ -394,6 +396,7 @@ impl Union {
                 whiteout::mark_opaque(f.as_fd(), form)?;
             }
             sys::renameat2(od, name, nd, newname, sys::RENAME_EXCHANGE)?;
+            self.dircache.note_dir_created();
             self.dircache.invalidate(0, &old_path);
             self.dircache.invalidate(0, &new_path);
             if let Some(dn) = dst_no {
@@ -444,6 +447,7 @@ impl Union {
             sys::unlinkat(nd, newname, false)?;
         }
         sys::renameat2(od, name, nd, newname, 0)?;
+        self.dircache.note_dir_created();
         if form == WhiteoutForm::Aufs {
             // The new entry hides the lowers itself (a dir was made opaque above): a
             // whiteout left beside it would only be noise in diff and commit (S15).
