@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --fs) FS_LIST="$2"; shift 2 ;;
         --repeat) REPEAT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
