@@ -295,7 +295,7 @@ print_table() {
                     if (val[k, b] < val[k, a]) { t = val[k, a]; val[k, a] = val[k, b]; val[k, b] = t }
                 med[k] = (m % 2) ? val[k, (m + 1) / 2] : (val[k, m / 2] + val[k, m / 2 + 1]) / 2
             }
-            printf "\n%s (seconds%s; ratio = stratafs / kernel overlayfs)\n", title, reps > 1 ? ", median of " reps " runs" : ""
+            printf "\n%s (seconds%s; ratio = stratafs / kernel overlayfs)\n", title, (reps > 1 ? ", median of " reps " runs" : "")
             printf "%-26s", "step"
             for (i = 1; i <= n; i++) printf " %16s", fs[i]
             printf " %10s\n", "ratio"
