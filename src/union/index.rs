@@ -1,5 +1,5 @@
-//! Per-directory lookup index: the visible names of a merged directory, each with the
-//! top-most layer holding it. Built for free from a readdir snapshot, or on the first
+//! Per-directory lookup index and listing cache: the visible entries of a directory, each
+//! with the top-most layer holding it, kept until the directory's names change. Built for free from a readdir snapshot, or on the first
 //! lookup in a directory merged from many layers, so that a miss costs no syscall and a
 //! hit starts at the right layer: lookup cost stops growing with the number of lowers.
 //! Every change to a directory's names drops its index in the same critical section; a
@@ -12,21 +12,29 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::listing::ListEntry;
+
 /// Name -> top-most layer showing it.
 pub type NameIndex = HashMap<OsString, usize>;
+
+/// A directory's merged listing (without "." and "..") and its name index.
+pub struct Listing {
+    pub entries: Arc<Vec<ListEntry>>,
+    pub names: NameIndex,
+}
 
 /// Bound on the names held over all directories; past it every index is dropped.
 const MAX_NAMES: usize = 1 << 20;
 
 #[derive(Default)]
 pub struct LookupIndex {
-    map: DashMap<u64, Arc<NameIndex>>,
+    map: DashMap<u64, Arc<Listing>>,
     generation: AtomicU64,
     names: AtomicUsize,
 }
 
 impl LookupIndex {
-    pub fn get(&self, dir: u64) -> Option<Arc<NameIndex>> {
+    pub fn get(&self, dir: u64) -> Option<Arc<Listing>> {
         self.map.get(&dir).map(|i| i.clone())
     }
 
@@ -37,11 +45,15 @@ impl LookupIndex {
 
     /// Keeps an index built from a listing taken at `generation`, unless a change came
     /// in between.
-    pub fn store(&self, dir: u64, generation: u64, index: NameIndex) -> Arc<NameIndex> {
-        let index = Arc::new(index);
-        if self.names.fetch_add(index.len(), Ordering::Relaxed) > MAX_NAMES {
+    pub fn store(&self, dir: u64, generation: u64, entries: Vec<ListEntry>) -> Arc<Listing> {
+        let names = entries.iter().map(|e| (e.name.clone(), e.layer)).collect();
+        let index = Arc::new(Listing {
+            entries: Arc::new(entries),
+            names,
+        });
+        if self.names.fetch_add(index.names.len(), Ordering::Relaxed) > MAX_NAMES {
             self.map.clear();
-            self.names.store(index.len(), Ordering::Relaxed);
+            self.names.store(index.names.len(), Ordering::Relaxed);
         }
         if self.generation.load(Ordering::Acquire) == generation {
             self.map.insert(dir, index.clone());
@@ -54,7 +66,7 @@ impl LookupIndex {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some((_, old)) = self.map.remove(&dir) {
             self.names.fetch_sub(
-                old.len().min(self.names.load(Ordering::Relaxed)),
+                old.names.len().min(self.names.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
         }

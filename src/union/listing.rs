@@ -41,7 +41,10 @@ fn dtype_kind(d: u8) -> Option<u32> {
 
 struct DirHandle {
     ino: u64,
-    entries: Vec<ListEntry>,
+    /// "." and "..".
+    dots: [ListEntry; 2],
+    /// The merged listing, shared with the directory's listing cache.
+    entries: Arc<Vec<ListEntry>>,
     served: bool,
 }
 
@@ -49,11 +52,6 @@ struct DirHandle {
 pub struct DirHandles {
     map: DashMap<u64, Arc<Mutex<DirHandle>>>,
     next: AtomicU64,
-}
-
-/// The lookup index of a listing.
-pub(super) fn index_of(list: &[ListEntry]) -> super::index::NameIndex {
-    list.iter().map(|e| (e.name.clone(), e.layer)).collect()
 }
 
 impl Union {
@@ -127,7 +125,9 @@ impl Union {
         Ok(out)
     }
 
-    fn snapshot_dir(&self, ino: u64) -> SysResult<Vec<ListEntry>> {
+    /// "." and ".." of a dir, and its merged listing: the cached one while the dir's names
+    /// have not changed, else a fresh one (then cached).
+    fn snapshot_dir(&self, ino: u64) -> SysResult<([ListEntry; 2], Arc<Vec<ListEntry>>)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         let dir = self.dir_view(&node)?;
@@ -137,36 +137,32 @@ impl Union {
             .first()
             .map(|(p, _)| *p)
             .unwrap_or(ino);
-        let mut entries = vec![
-            ListEntry {
-                name: ".".into(),
-                ino,
-                kind: libc::S_IFDIR,
-                layer: 0,
-            },
-            ListEntry {
-                name: "..".into(),
-                ino: parent,
-                kind: libc::S_IFDIR,
-                layer: 0,
-            },
-        ];
+        let dot = |name: &str, ino: u64| ListEntry {
+            name: name.into(),
+            ino,
+            kind: libc::S_IFDIR,
+            layer: 0,
+        };
+        let dots = [dot(".", ino), dot("..", parent)];
+        if let Some(cached) = self.index.get(ino) {
+            return Ok((dots, cached.entries.clone()));
+        }
         let generation = self.index.generation();
         let list = self.merged_list(&dir)?;
-        if dir.layers.len() > 1 {
-            self.index.store(ino, generation, index_of(&list));
-        }
-        entries.extend(list);
-        Ok(entries)
+        Ok((
+            dots,
+            self.index.store(ino, generation, list).entries.clone(),
+        ))
     }
 
     pub fn opendir(&self, ino: u64) -> SysResult<u64> {
-        let entries = self.snapshot_dir(ino)?;
+        let (dots, entries) = self.snapshot_dir(ino)?;
         let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.dirs.map.insert(
             fh,
             Arc::new(Mutex::new(DirHandle {
                 ino,
+                dots,
                 entries,
                 served: false,
             })),
@@ -191,10 +187,11 @@ impl Union {
             .ok_or(Errno::EBADF)?;
         let mut h = h.lock();
         if offset == 0 && h.served {
-            h.entries = self.snapshot_dir(h.ino)?;
+            (h.dots, h.entries) = self.snapshot_dir(h.ino)?;
         }
         h.served = true;
-        for (i, e) in h.entries.iter().enumerate().skip(offset as usize) {
+        let all = h.dots.iter().chain(h.entries.iter());
+        for (i, e) in all.enumerate().skip(offset as usize) {
             if add(i as u64 + 1, e) {
                 break;
             }

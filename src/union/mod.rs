@@ -426,12 +426,11 @@ impl Union {
             None if dir.layers.len() >= INDEX_FROM_LAYERS => {
                 let generation = self.index.generation();
                 let list = self.merged_list(dir)?;
-                self.index
-                    .store(dir_ino, generation, listing::index_of(&list))
+                self.index.store(dir_ino, generation, list)
             }
             None => return self.resolve_child(dir, name),
         };
-        let Some(&top) = idx.get(name) else {
+        let Some(&top) = idx.names.get(name) else {
             // Names created since the index was built went through invalidate(); only
             // the upper can have gained one behind it, and only by a copy-up of a name
             // the index already holds.
