@@ -255,7 +255,13 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             tracing::error!("unmount of '{}' failed: {e}", mnt.display());
         }
     });
-    match session.run() {
+    // A lazily detached mount (unmounted while files were open) ends with the kernel
+    // aborting the connection once the last file closes: a clean stop too.
+    let run = match session.run() {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        r => r,
+    };
+    match run {
         Ok(()) => {
             // A clean stop: a volatile upper is synced and no longer suspect.
             union_handle.finish_clean();

@@ -829,6 +829,26 @@ pub fn check_rw(path: &str) -> SysResult<()> {
     Ok(())
 }
 
+/// Whether the daemon may read and search the directory an O_PATH fd refers to.
+pub fn check_dir_access(fd: BorrowedFd<'_>) -> SysResult<()> {
+    let empty = CString::default();
+    // SAFETY: valid fd and empty C string with AT_EMPTY_PATH.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::R_OK | libc::X_OK,
+            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Unmounts: a plain unmount, or a lazy detach when the mount is busy.
 pub fn umount(path: &std::path::Path) -> SysResult<()> {
     let c = cstr(path.as_os_str())?;

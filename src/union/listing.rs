@@ -145,6 +145,15 @@ impl Union {
         };
         let dots = [dot(".", ino), dot("..", parent)];
         if let Some(cached) = self.index.get(ino) {
+            // The cached listing stands for the layer dirs: they must still be readable
+            // (a lower made unreadable underneath answers EACCES here, as a fresh listing).
+            for &l in &dir.layers {
+                match self.dir_fd(l, self.dir_path_in(&dir, l)) {
+                    Ok(fd) => sys::check_dir_access(fd.as_fd())?,
+                    Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             return Ok((dots, cached.entries.clone()));
         }
         let generation = self.index.generation();
