@@ -529,6 +529,7 @@ wl_W6() {
     up "$1"
     dst=$R/untar-dst; [ "$1" = native ] && dst=$S/untar-dst
     mkdir -p "$dst"
+    sync   # no writeback of earlier workloads during the timed untar
     CHK="find '$dst' -type f | wc -l"
     measure "W6 untar $UNTAR_L files" s tar -xf "$FX/untar.tar" -C "$dst"
     sync
