@@ -233,6 +233,9 @@ for line in sys.stdin:
     elif line.startswith("Priority: required") and pk: want.add(pk)
 print(" ".join(sorted(want)))') || return 1
     [ -n "$pkgs" ] || return 1
+    # plus their dependencies (libc6 and friends are not priority required themselves)
+    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances $pkgs | grep -E '^[a-z0-9]' | sort -u) || return 1
     (cd "$debs" && apt-get download $pkgs) >>"$LOG" 2>&1 || return 1
     : >"$d/var/lib/dpkg/status"
     for f in "$debs"/*.deb; do
