@@ -95,11 +95,18 @@ what changes), anything else is A. Init-layer files (etc/hosts, etc/hostname, \
 etc/resolv.conf) are never listed."
 )]
 struct DiffArgs {
-    /// The upper (read-write) layer dir.
-    upperdir: PathBuf,
+    #[command(flatten)]
+    upper: UpperArgs,
     /// The lowers the upper was mounted over, top first (A:B:C).
     #[arg(long, value_name = "A:B")]
     lowerdir: Option<String>,
+}
+
+/// The upper dir and how to read it, common to diff and commit.
+#[derive(clap::Args, Debug)]
+struct UpperArgs {
+    /// The upper (read-write) layer dir.
+    upperdir: PathBuf,
     /// The whiteout form the upper was mounted with: under aufs a char 0/0 device is a
     /// device node; the default reads both forms.
     #[arg(long, value_enum, default_value = "overlay", value_name = "FORM")]
@@ -112,18 +119,14 @@ struct DiffArgs {
     about = "Write an upper dir as an OCI image layer tar (reproducible), print its sha256"
 )]
 struct CommitArgs {
-    /// The upper (read-write) layer dir.
-    upperdir: PathBuf,
+    #[command(flatten)]
+    upper: UpperArgs,
     /// Where to write the layer tar.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: PathBuf,
     /// Compress with gzip (deterministic header: no name, mtime 0).
     #[arg(long)]
     gzip: bool,
-    /// The whiteout form the upper was mounted with: under aufs a char 0/0 device is a
-    /// device node; the default reads both forms.
-    #[arg(long, value_enum, default_value = "overlay", value_name = "FORM")]
-    whiteout: UpperForm,
 }
 
 #[derive(Parser, Debug)]
@@ -184,11 +187,11 @@ fn parse<T: Parser>(sub: &str, args: Vec<OsString>) -> Result<T, i32> {
 pub fn main(sub: &str, args: Vec<OsString>) -> i32 {
     let result = match sub {
         "diff" => match parse::<DiffArgs>(sub, args) {
-            Ok(a) => diff::run(&a.upperdir, a.lowerdir.as_deref(), a.whiteout),
+            Ok(a) => diff::run(&a.upper.upperdir, a.lowerdir.as_deref(), a.upper.whiteout),
             Err(code) => return code,
         },
         "commit" => match parse::<CommitArgs>(sub, args) {
-            Ok(a) => commit::run(&a.upperdir, &a.output, a.gzip, a.whiteout),
+            Ok(a) => commit::run(&a.upper.upperdir, &a.output, a.gzip, a.upper.whiteout),
             Err(code) => return code,
         },
         "import" => match parse::<ImportArgs>(sub, args) {

@@ -547,25 +547,31 @@ impl Union {
 
     /// Where a node's current copy is: (layer, path, state). Tries every known name.
     fn locate(&self, node: &Node) -> SysResult<(usize, OsString, NodeState)> {
+        self.locate_stat(node).map(|(l, p, s, _)| (l, p, s))
+    }
+
+    /// `locate`, plus the stat of the copy when finding it already took one (a hard link
+    /// known by several names is probed name by name).
+    fn locate_stat(&self, node: &Node) -> SysResult<(usize, OsString, NodeState, Option<Stat>)> {
         let s = node.snapshot();
         if !self.is_upper(s.layer) {
             let path = s.lower_path.clone();
-            return Ok((s.layer, path, s));
+            return Ok((s.layer, path, s, None));
         }
         if s.names.len() > 1 {
             // Hard links: use a name that still exists in the upper.
             for (parent, name) in &s.names {
                 if let Ok(p) = self.dir_path(*parent) {
                     let path = join(&p, name);
-                    if self.stat_in(0, &path).is_ok() {
+                    if let Ok(st) = self.stat_in(0, &path) {
                         node.promote_name(*parent, name);
-                        return Ok((s.layer, path, s));
+                        return Ok((s.layer, path, s, Some(st)));
                     }
                 }
             }
         }
         let path = self.path_of(node)?;
-        Ok((s.layer, path, s))
+        Ok((s.layer, path, s, None))
     }
 
     pub fn getattr(&self, ino: u64) -> SysResult<Attr> {
@@ -583,25 +589,13 @@ impl Union {
     }
 
     fn getattr_node(&self, node: &Node) -> SysResult<Attr> {
-        let (layer, path, s) = self.locate(node)?;
-        match self.stat_in(layer, &path) {
-            Ok(mut st) => {
-                self.metacopy_blocks(&mut st, &s.data);
-                Ok(self.attr_from(node.ino, st, &s.dir_layers))
-            }
-            Err(e) => {
-                // A hard link known by another name: try the other names.
-                let mut st = node.state.lock();
-                if st.names.len() > 1 {
-                    st.names.rotate_left(1);
-                    drop(st);
-                    let (layer, path, s) = self.locate(node)?;
-                    let stat = self.stat_in(layer, &path)?;
-                    return Ok(self.attr_from(node.ino, stat, &s.dir_layers));
-                }
-                Err(e)
-            }
-        }
+        let (layer, path, s, seen) = self.locate_stat(node)?;
+        let mut st = match seen {
+            Some(st) => st,
+            None => self.stat_in(layer, &path)?,
+        };
+        self.metacopy_blocks(&mut st, &s.data);
+        Ok(self.attr_from(node.ino, st, &s.dir_layers))
     }
 
     pub fn readlink(&self, ino: u64) -> SysResult<OsString> {

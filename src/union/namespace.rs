@@ -27,7 +27,27 @@ pub enum NewKind<'a> {
 struct Target {
     udir: std::sync::Arc<OwnedFd>,
     whiteout: bool,
+    /// The whiteout sits at the name itself (overlay form, or a long name's xattr form).
+    at_name: bool,
     setgid_gid: Option<u32>,
+}
+
+impl Target {
+    /// Before creating `name`: a whiteout at the name itself must go first.
+    fn clear_whiteout_at_name(&self, name: &OsStr) -> SysResult<()> {
+        if self.whiteout && self.at_name {
+            sys::unlinkat(self.udir.as_fd(), name, false)?;
+        }
+        Ok(())
+    }
+
+    /// After creating `name`: its `.wh.` whiteout goes (S15); the new entry hid it anyway.
+    fn clear_aufs_whiteout(&self, name: &OsStr) -> SysResult<()> {
+        if self.whiteout && !self.at_name {
+            whiteout::remove_aufs_whiteout(self.udir.as_fd(), name)?;
+        }
+        Ok(())
+    }
 }
 
 impl Union {
@@ -48,17 +68,18 @@ impl Union {
         self.copy_up(&pnode, true)?;
         let udir = self.dir_fd(0, &dir.path)?;
         let d = udir.as_fd();
-        let whiteout = match self.layers.whiteout {
-            _ if whiteout::whiteout_at_name(self.layers.whiteout, name) => {
-                sys::fstatat(d, name).is_ok()
-            }
-            _ => whiteout::has_aufs_whiteout(d, name),
+        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, name);
+        let whiteout = if at_name {
+            sys::fstatat(d, name).is_ok()
+        } else {
+            whiteout::has_aufs_whiteout(d, name)
         };
         let pst = sys::fstat(d)?;
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
         Ok(Target {
             udir,
             whiteout,
+            at_name,
             setgid_gid,
         })
     }
@@ -87,10 +108,7 @@ impl Union {
         if matches!(kind, NewKind::Dir) && t.setgid_gid.is_some() {
             perm |= libc::S_ISGID;
         }
-        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, name);
-        if t.whiteout && at_name {
-            sys::unlinkat(d, name, false)?;
-        }
+        t.clear_whiteout_at_name(name)?;
         let mut file = None;
         let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
             sys::fchownat(at, n, caller.uid, gid)?;
@@ -143,9 +161,7 @@ impl Union {
                 finish(d, name, false)?;
             }
         }
-        if t.whiteout && !at_name {
-            whiteout::remove_aufs_whiteout(d, name)?;
-        }
+        t.clear_aufs_whiteout(name)?;
         // After the creation: an opener that saw the path absent before now retries.
         self.dircache.note_dir_created();
         self.index.invalidate(parent);
@@ -169,14 +185,9 @@ impl Union {
         let (_, path, _) = self.locate(&node)?;
         let (sdir, sname) = self.parent_fd(0, &path)?;
         let d = t.udir.as_fd();
-        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, newname);
-        if t.whiteout && at_name {
-            sys::unlinkat(d, newname, false)?;
-        }
+        t.clear_whiteout_at_name(newname)?;
         sys::linkat(sdir.as_fd(), sname, d, newname)?;
-        if t.whiteout && !at_name {
-            whiteout::remove_aufs_whiteout(d, newname)?;
-        }
+        t.clear_aufs_whiteout(newname)?;
         self.index.invalidate(newparent);
         self.lookup_locked(newparent, newname)
     }
