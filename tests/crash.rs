@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bin, is_mounted, Layers};
+use common::{bin, is_mounted, Layers, Rng};
 
 const BIG: u64 = 100 << 20;
 const WORKERS: usize = 2;
@@ -44,18 +44,7 @@ const NAMES: usize = 10;
 // Small tools: PRNG, checksums, a foreground daemon that can be SIGKILLed.
 // ----------------------------------------------------------------------------------------
 
-/// splitmix64.
-#[derive(Clone)]
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0

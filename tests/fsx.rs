@@ -21,7 +21,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::Layers;
+use common::{Layers, Rng};
 
 /// Largest file size the operations aim for (writes may land a little beyond).
 const MAX_FILE: u64 = 512 << 10;
@@ -30,17 +30,7 @@ const MAX_OP: u64 = 64 << 10;
 /// A full comparison (mount and upper) of every file this often.
 const FULL_CHECK_EVERY: u64 = 500;
 
-/// splitmix64: small, fast, and the same sequence everywhere for a seed.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0

@@ -757,3 +757,18 @@ pub fn wait_daemons_gone(mnt: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// splitmix64: small, fast, and the same sequence everywhere for a seed. Test files add the
+/// draws they need (below, chance, pick, ...) in impl blocks of their own.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
