@@ -2,6 +2,7 @@
 # System packages the tests need (Debian/Ubuntu), in one place for .ci/run and test.sh.
 #   fuse3        fusermount3 and the FUSE userspace bits
 #   attr         getfattr/setfattr, used by tests that look at xattrs in the layers
+#   acl          setfacl/getfacl for the ACL tests of tests/permissions.rs
 #   libacl1-dev  libacl.so, linked by pjdfstest when `cargo install pjdfstest` builds it
 #   util-linux   mount, umount, mountpoint, findmnt
 #   systemd      systemd-analyze and systemd-fstab-generator, which tests/mounting.rs runs
@@ -15,7 +16,7 @@
 #        scripts/deps.sh --if-missing  only when one of them is not installed yet
 set -euo pipefail
 
-pkgs=(fuse3 attr libacl1-dev util-linux systemd e2fsprogs python3 tar debootstrap podman runc conmon fuse-overlayfs)
+pkgs=(fuse3 attr acl libacl1-dev util-linux systemd e2fsprogs python3 tar debootstrap podman runc conmon fuse-overlayfs)
 command -v cc >/dev/null || pkgs+=(gcc libc6-dev)   # linker for cargo, if the image lacks it
 
 if [ "${1:-}" = --if-missing ]; then

@@ -53,7 +53,7 @@ fn kernel_mount(req: &MountRequest) -> sys::SysResult<OwnedFd> {
     let root_kind = std::fs::metadata(&req.mountpoint)
         .map(|m| m.mode() & libc::S_IFMT)
         .map_err(sys::Errno::from)?;
-    let mut flags = 0;
+    let mut flags = o.mount_flags;
     if o.read_only || o.upperdir.is_none() {
         flags |= libc::MS_RDONLY;
     }
@@ -195,6 +195,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         req.opts.volatile,
         req.opts.metacopy,
         req.opts.redirect_dir,
+        req.opts.acl,
     ) {
         Ok(u) => Arc::new(u),
         Err(e) => {
@@ -223,7 +224,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     };
     let acl = cfg.acl;
     let session = match fuser::Session::from_fd(
-        StrataFs::new(union, ttl, entry_ttl, req.opts.passthrough),
+        StrataFs::new(union, ttl, entry_ttl, req.opts.passthrough, req.opts.acl),
         dev,
         acl,
         cfg,

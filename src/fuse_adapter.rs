@@ -12,11 +12,12 @@ use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::iomode::{IoModes, OpenMode};
-use crate::sys::{Errno, TimeSpec};
+use crate::sys::{self, Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
 use crate::union::{Attr, Caller, Union};
@@ -29,6 +30,8 @@ pub struct StrataFs {
     /// this mount and the kernel, so this can be long.
     entry_ttl: Duration,
     io: IoModes,
+    /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
+    acls: bool,
 }
 
 impl StrataFs {
@@ -37,12 +40,14 @@ impl StrataFs {
         ttl: Duration,
         entry_ttl: Duration,
         passthrough: bool,
+        acls: bool,
     ) -> StrataFs {
         StrataFs {
             union,
             ttl,
             entry_ttl,
             io: IoModes::new(passthrough),
+            acls,
         }
     }
 }
@@ -55,6 +60,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -185,6 +191,13 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_BIG_WRITES,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.acls
+            && config
+                .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+                .is_err()
+        {
+            tracing::warn!("the kernel offers no FUSE_POSIX_ACL: ACLs are not enforced");
         }
         if self.io.enabled()
             && (config
@@ -590,8 +603,8 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.union.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.union.listxattr(caller(req), ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -689,6 +702,46 @@ impl Filesystem for StrataFs {
     ) {
         match self.union.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // The inode flags of chattr/lsattr (the kernel's fileattr calls arrive as these);
+        // any other ioctl is not one a union of directories answers.
+        let r: Result<Vec<u8>, Errno> = match cmd {
+            sys::FS_IOC_GETFLAGS => self
+                .union
+                .get_inode_flags(ino.0)
+                .map(|f| f.to_ne_bytes().to_vec()),
+            sys::FS_IOC_SETFLAGS => match in_data.get(..4) {
+                Some(b) => self
+                    .union
+                    .set_inode_flags(ino.0, u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .map(|()| Vec::new()),
+                None => Err(Errno::EINVAL),
+            },
+            sys::FS_IOC_FSGETXATTR => self
+                .union
+                .get_inode_xflags(ino.0)
+                .map(|x| x.to_bytes().to_vec()),
+            sys::FS_IOC_FSSETXATTR => sys::FsXattr::from_bytes(in_data)
+                .and_then(|x| self.union.set_inode_xflags(ino.0, x))
+                .map(|()| Vec::new()),
+            _ => Err(Errno(libc::ENOTTY)),
+        };
+        match r {
+            Ok(data) => reply.ioctl(0, &data),
             Err(e) => reply.error(errno(e)),
         }
     }

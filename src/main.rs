@@ -1,6 +1,7 @@
 //! stratafs: a union filesystem in userspace. This file is the command line: argv parsing
 //! (clap + the `-o` option string) and dispatch to the daemon.
 
+mod acl;
 mod daemon;
 mod fuse_adapter;
 mod iomode;

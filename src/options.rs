@@ -39,7 +39,46 @@ pub struct MountOptions {
     pub sloppy: bool,
     /// Init-layer shortcuts (S18): generate one in the workdir when no initdir is given.
     pub init: InitSpec,
+    /// POSIX ACLs enforced and inherited (default); `noacl` turns them off.
+    pub acl: bool,
+    /// The generic mount flags (nosuid, nodev, noexec, atime handling, sync) for mount(2).
+    pub mount_flags: u64,
 }
+
+/// The generic mount flags and the MS_ bits they set and clear, as mount(8) knows them.
+const MOUNT_FLAGS: &[(&str, u64, u64)] = &[
+    ("nosuid", libc::MS_NOSUID, 0),
+    ("suid", 0, libc::MS_NOSUID),
+    ("nodev", libc::MS_NODEV, 0),
+    ("dev", 0, libc::MS_NODEV),
+    ("noexec", libc::MS_NOEXEC, 0),
+    ("exec", 0, libc::MS_NOEXEC),
+    (
+        "noatime",
+        libc::MS_NOATIME,
+        libc::MS_RELATIME | libc::MS_STRICTATIME,
+    ),
+    ("atime", 0, libc::MS_NOATIME),
+    (
+        "relatime",
+        libc::MS_RELATIME,
+        libc::MS_NOATIME | libc::MS_STRICTATIME,
+    ),
+    ("norelatime", 0, libc::MS_RELATIME),
+    (
+        "strictatime",
+        libc::MS_STRICTATIME,
+        libc::MS_NOATIME | libc::MS_RELATIME,
+    ),
+    ("nostrictatime", 0, libc::MS_STRICTATIME),
+    ("nodiratime", libc::MS_NODIRATIME, 0),
+    ("diratime", 0, libc::MS_NODIRATIME),
+    ("sync", libc::MS_SYNCHRONOUS, 0),
+    ("async", 0, libc::MS_SYNCHRONOUS),
+    ("dirsync", libc::MS_DIRSYNC, 0),
+    ("lazytime", libc::MS_LAZYTIME, 0),
+    ("nolazytime", 0, libc::MS_LAZYTIME),
+];
 
 /// Values for a generated init layer: /etc/hostname, /etc/hosts, /etc/resolv.conf.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,38 +118,15 @@ impl Default for MountOptions {
             logfile: None,
             sloppy: false,
             init: InitSpec::default(),
+            acl: true,
+            mount_flags: 0,
         }
     }
 }
 
 /// Options that mount(8), fstab and systemd pass and that need nothing from us.
 const PASSED_ALONG: &[&str] = &[
-    "rw",
-    "defaults",
-    "noatime",
-    "relatime",
-    "strictatime",
-    "nodiratime",
-    "atime",
-    "nodev",
-    "nosuid",
-    "dev",
-    "suid",
-    "exec",
-    "noexec",
-    "auto",
-    "noauto",
-    "nofail",
-    "user",
-    "users",
-    "nouser",
-    "_netdev",
-    "async",
-    "sync",
-    "dirsync",
-    "lazytime",
-    "nolazytime",
-    "silent",
+    "rw", "defaults", "auto", "noauto", "nofail", "user", "users", "nouser", "_netdev", "silent",
     "loud",
 ];
 
@@ -202,6 +218,11 @@ impl MountOptions {
                     _ => Err(format!("option '{key}' needs a value")),
                 }
             };
+            let flag = MOUNT_FLAGS.iter().find(|(n, _, _)| *n == key);
+            if let (Some((_, set, clear)), None) = (flag, &val) {
+                self.mount_flags = (self.mount_flags & !clear) | set;
+                continue;
+            }
             match key.as_str() {
                 "lowerdir" => {
                     let v = val.clone().unwrap_or_default();
@@ -274,6 +295,8 @@ impl MountOptions {
                 "add_host" | "add-host" => self.init.add_hosts.push(need(&val)?),
                 "dns" => self.init.dns.push(need(&val)?),
                 "dns_search" | "dns-search" => self.init.dns_search.push(need(&val)?),
+                "acl" if val.is_none() => self.acl = true,
+                "noacl" if val.is_none() => self.acl = false,
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}
                 k if k.starts_with("x-") => {}
                 _ if self.sloppy => eprintln!("stratafs: ignoring unknown option '{raw}'"),
@@ -294,6 +317,25 @@ impl MountOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_mount_flags_reach_mount_flags_last_one_wins() {
+        let m = MountOptions::parse("lowerdir=/a,nosuid,nodev,noexec,noatime").unwrap();
+        assert_eq!(
+            m.mount_flags,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME
+        );
+        let m = MountOptions::parse("lowerdir=/a,nosuid,suid,noatime,relatime,dev").unwrap();
+        assert_eq!(m.mount_flags, libc::MS_RELATIME);
+        assert!(MountOptions::parse("lowerdir=/a,nosuid=1").is_err());
+    }
+
+    #[test]
+    fn acl_is_on_unless_noacl() {
+        assert!(MountOptions::parse("lowerdir=/a").unwrap().acl);
+        assert!(!MountOptions::parse("lowerdir=/a,noacl").unwrap().acl);
+        assert!(MountOptions::parse("lowerdir=/a,noacl,acl").unwrap().acl);
+    }
 
     #[test]
     fn lowerdirs_top_first_with_escapes() {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::inodes::Node;
+use super::protect::{self, Protection};
 use super::{DirView, Resolved, Union};
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 use crate::whiteout;
@@ -113,6 +114,16 @@ pub(super) fn copy_xattrs(src: XTarget<'_>, dst: XTarget<'_>) -> SysResult<()> {
         }
     }
     Ok(())
+}
+
+/// The inode flags a copy carries, as overlayfs carries them: sync and noatime on the
+/// copy itself (immutable and append-only go to the copy's protection xattr instead).
+fn copy_carried_flags(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
+    let carried = sys::get_flags(src).unwrap_or(0) & (sys::FS_SYNC_FL | sys::FS_NOATIME_FL);
+    if carried != 0 {
+        let have = sys::get_flags(dst).unwrap_or(0);
+        let _ = sys::set_flags(dst, have | carried);
+    }
 }
 
 fn time_of(sec: i64, nsec: i64) -> sys::TimeSpec {
@@ -269,6 +280,7 @@ impl Union {
         let (sdir, sname) = self.parent_fd(src, src_path)?;
         let sdir = sdir.as_fd();
         let st = sys::fstatat(sdir, sname)?;
+        let protection = Protection::from_statx(sys::attributes_at(sdir, sname)?);
         let (udir, name) = self.parent_fd(0, path)?;
         let udir = udir.as_fd();
         let parent_times = sys::fstat(udir)?;
@@ -304,6 +316,7 @@ impl Union {
                             sys::fsync(dfd.as_fd(), false)?;
                         }
                     }
+                    copy_carried_flags(sfd.as_fd(), dfd.as_fd());
                 }
                 libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
                 libc::S_IFLNK => {
@@ -314,6 +327,9 @@ impl Union {
             }
             sys::fchownat(work, &tmp, st.st_uid, st.st_gid)?;
             copy_xattrs(XTarget::At(sdir, sname), XTarget::At(work, &tmp))?;
+            if protection.any() {
+                protect::record(XTarget::At(work, &tmp), protection)?;
+            }
             if kind != libc::S_IFLNK {
                 sys::fchmodat(work, &tmp, perm)?;
             }

@@ -3,6 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use super::copyup::CopyMode;
+use super::protect::Change;
 use super::{Attr, Caller, Union};
 use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};
 use crate::whiteout;
@@ -90,6 +92,26 @@ pub struct SetAttr {
     pub mtime: TimeSpec,
 }
 
+impl SetAttr {
+    /// The change this setattr makes, as the protection rules see it.
+    fn change(&self) -> Option<Change> {
+        let explicit_time =
+            matches!(self.atime, Some(Some(_))) || matches!(self.mtime, Some(Some(_)));
+        if self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.size.is_some()
+            || explicit_time
+        {
+            Some(Change::Attributes)
+        } else if self.atime.is_some() || self.mtime.is_some() {
+            Some(Change::Touch)
+        } else {
+            None
+        }
+    }
+}
+
 /// open(2) flags a layer file may be opened with: creation is ours, O_DIRECT would demand
 /// aligned buffers from the daemon.
 fn layer_open_flags(flags: i32) -> i32 {
@@ -124,6 +146,7 @@ impl Union {
             if self.read_only() {
                 return Err(Errno::EROFS);
             }
+            self.check_node(ino, Change::WriteOpen(flags))?;
             self.make_writable(
                 &node,
                 if flags & libc::O_TRUNC == 0 {
@@ -217,7 +240,13 @@ impl Union {
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
-        sys::fallocate(self.files.get(fh)?.fd().as_fd(), mode, off, len)
+        let f = self.files.get(fh)?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            // Punching, zeroing, collapsing or inserting rewrites what is there.
+            let _ns = self.ns.read();
+            self.check_node(f.ino, Change::Attributes)?;
+        }
+        sys::fallocate(f.fd().as_fd(), mode, off, len)
     }
 
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {
@@ -248,6 +277,9 @@ impl Union {
         let _ns = self.ns.read();
         if node.state.lock().unlinked {
             return self.setattr_unlinked(ino, ch);
+        }
+        if let Some(change) = ch.change() {
+            self.check_node(ino, change)?;
         }
         self.make_writable(
             &node,
@@ -345,12 +377,17 @@ impl Union {
         self.with_xtarget(ino, |t| sys::getxattr(t, name))
     }
 
-    pub fn listxattr(&self, ino: u64) -> SysResult<Vec<OsString>> {
-        let names = self.with_xtarget(ino, sys::listxattr)?;
-        Ok(names
-            .into_iter()
-            .filter(|n| !whiteout::is_private_xattr(n))
-            .collect())
+    /// listxattr: private names never show (S8), and `trusted.*` names only to a caller
+    /// with CAP_SYS_ADMIN, as every kernel filesystem lists them.
+    pub fn listxattr(&self, caller: Caller, ino: u64) -> SysResult<Vec<OsString>> {
+        let mut names = self.with_xtarget(ino, sys::listxattr)?;
+        names.retain(|n| !whiteout::is_private_xattr(n));
+        let is_trusted = |n: &OsString| n.as_bytes().starts_with(b"trusted.");
+        // The capability is looked up only when there is something to hide.
+        if names.iter().any(is_trusted) && !caller.is_admin() {
+            names.retain(|n| !is_trusted(n));
+        }
+        Ok(names)
     }
 
     /// setxattr (remove = false) and removexattr (remove = true); both copy up first.
@@ -372,6 +409,7 @@ impl Union {
         }
         let node = self.node(ino)?;
         let _ns = self.ns.read();
+        self.check_node(ino, Change::Attributes)?;
         self.make_writable(&node, CopyMode::Meta)?;
         let (layer, path, _) = self.locate(&node)?;
         self.xtarget_at(layer, &path, |t| match value {

@@ -14,6 +14,7 @@ pub mod inodes;
 pub mod listing;
 pub mod metacopy;
 pub mod namespace;
+pub mod protect;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,6 +33,14 @@ use inodes::{InodeTable, Node, NodeState, ROOT_INO};
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    /// CAP_SYS_ADMIN, which the kernel asks of whoever reads or lists `trusted.*` xattrs.
+    pub fn is_admin(&self) -> bool {
+        sys::process_has_capability(self.pid, sys::CAP_SYS_ADMIN)
+    }
 }
 
 /// Attributes of an object in the merged view; `st.st_ino` is our inode number.
@@ -101,6 +110,8 @@ pub struct Union {
     pub metacopy: bool,
     /// `-o redirect_dir=on`: a merged directory is renamed with a redirect, O(1).
     pub redirect_dir: bool,
+    /// POSIX ACLs are on (not `-o noacl`): new objects inherit their parent's default ACL.
+    pub acls: bool,
     /// The workdir's marker: this upper has held metadata-only copies.
     metacopy_marker: std::sync::atomic::AtomicBool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
@@ -144,6 +155,7 @@ impl Union {
         volatile: bool,
         metacopy: bool,
         redirect_dir: bool,
+        acls: bool,
     ) -> SysResult<Union> {
         let mut dir_layers = Vec::new();
         for (i, l) in layers.layers.iter().enumerate() {
@@ -178,6 +190,7 @@ impl Union {
             volatile,
             metacopy,
             redirect_dir,
+            acls,
             metacopy_marker: std::sync::atomic::AtomicBool::new(marker),
             dircache: dircache::DirCache::default(),
             index: index::LookupIndex::default(),

@@ -9,9 +9,11 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::protect::Change;
 use super::{check_name, Attr, Caller, DirView, Union};
+use crate::acl::{self, Acl};
 use crate::options::WhiteoutForm;
-use crate::sys::{self, Errno, SysResult};
+use crate::sys::{self, Errno, SysResult, XTarget};
 use crate::whiteout;
 
 /// What a new object is.
@@ -30,6 +32,8 @@ struct Target {
     /// The whiteout sits at the name itself (overlay form, or a long name's xattr form).
     at_name: bool,
     setgid_gid: Option<u32>,
+    /// The parent's default ACL, which a new object inherits.
+    default_acl: Option<Acl>,
 }
 
 impl Target {
@@ -65,6 +69,7 @@ impl Union {
         if self.resolve_child(&dir, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
+        self.check_dir(&dir, Change::CreateIn)?;
         self.copy_up(&pnode, true)?;
         let udir = self.dir_fd(0, &dir.path)?;
         let d = udir.as_fd();
@@ -76,11 +81,19 @@ impl Union {
         };
         let pst = sys::fstat(d)?;
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
+        let default_acl = if self.acls {
+            sys::getxattr(XTarget::Fd(d), OsStr::new(acl::DEFAULT_XATTR))
+                .ok()
+                .and_then(|v| Acl::parse(&v))
+        } else {
+            None
+        };
         Ok(Target {
             udir,
             whiteout,
             at_name,
             setgid_gid,
+            default_acl,
         })
     }
 
@@ -103,19 +116,39 @@ impl Union {
         let _ns = self.ns.read();
         let t = self.prepare_create(parent, name)?;
         let d = t.udir.as_fd();
-        let mut perm = mode & 0o7777 & !umask;
+        let is_dir = matches!(kind, NewKind::Dir);
+        // A default ACL of the parent replaces the umask (the kernel leaves both to us).
+        let (mut perm, access_acl) = match &t.default_acl {
+            Some(default) => {
+                let (access, m) = default.inherit(mode & 0o7777);
+                (m, access)
+            }
+            None => (mode & 0o7777 & !umask, None),
+        };
         let gid = t.setgid_gid.unwrap_or(caller.gid);
-        if matches!(kind, NewKind::Dir) && t.setgid_gid.is_some() {
+        if is_dir && t.setgid_gid.is_some() {
             perm |= libc::S_ISGID;
         }
         t.clear_whiteout_at_name(name)?;
         let mut file = None;
         let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
             sys::fchownat(at, n, caller.uid, gid)?;
-            if !is_link {
-                sys::fchmodat(at, n, perm)?;
+            if is_link {
+                return Ok(());
             }
-            Ok(())
+            let target = XTarget::At(at, n);
+            if let Some(a) = &access_acl {
+                sys::setxattr(target, OsStr::new(acl::ACCESS_XATTR), &a.to_bytes(), 0)?;
+            }
+            if let (true, Some(default)) = (is_dir, &t.default_acl) {
+                sys::setxattr(
+                    target,
+                    OsStr::new(acl::DEFAULT_XATTR),
+                    &default.to_bytes(),
+                    0,
+                )?;
+            }
+            sys::fchmodat(at, n, perm)
         };
         match kind {
             NewKind::File(flags) => {
@@ -180,6 +213,7 @@ impl Union {
         if node.is_dir() {
             return Err(Errno::EPERM);
         }
+        self.check_node(ino, Change::Name)?;
         let t = self.prepare_create(newparent, newname)?;
         self.copy_up(&node, true)?;
         let (_, path, _) = self.locate(&node)?;
@@ -222,6 +256,8 @@ impl Union {
             return Err(Errno::EISDIR);
         }
         let cpath = super::join(&ppath, name);
+        self.check_dir(&pdir, Change::RemoveFrom)?;
+        self.check_entry(&pdir, name, &r, Change::Name)?;
         if dir && !self.merged_is_empty(&pdir.child(name, &r))? {
             return Err(Errno::ENOTEMPTY);
         }
@@ -350,6 +386,16 @@ impl Union {
             }
         } else if exchange {
             return Err(Errno::ENOENT);
+        }
+        self.check_dir(&pdir, Change::RemoveFrom)?;
+        self.check_entry(&pdir, name, &src, Change::Name)?;
+        self.check_dir(&npdir, Change::CreateIn)?;
+        if let Some(d) = &dst {
+            self.check_dir(&npdir, Change::RemoveFrom)?;
+            self.check_entry(&npdir, newname, d, Change::Name)?;
+            if exchange {
+                self.check_dir(&pdir, Change::CreateIn)?;
+            }
         }
 
         // Bring everything involved into the upper.

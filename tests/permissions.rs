@@ -1,0 +1,308 @@
+//! Permissions and metadata exactly as kernel overlayfs has them (issue 10): POSIX ACLs
+//! (deny and grant entries, default ACLs, mode/ACL sync), immutable and append-only
+//! objects (lower, copied-up, upper, across a remount), lsattr/chattr, and which xattr
+//! names an unprivileged caller may list.
+//!
+//! Every scenario lays out the same lower layer twice, mounts kernel overlayfs on one and
+//! stratafs (`allow_other`) on the other, runs the same shell steps in both mounts (some
+//! as root, some as `nobody` or as a plain owner uid), and asserts that each step gives
+//! the same exit status and output on both. Needs setfacl/getfacl (acl), chattr/lsattr
+//! (e2fsprogs), getfattr/setfattr (attr), setpriv (util-linux), and a layer filesystem
+//! with ACLs and inode flags (ext4, as /tmp is here).
+mod common;
+use common::*;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+const NOBODY: u32 = 65534;
+/// A plain user that owns some files (no user-db entry needed).
+const OWNER: u32 = 54321;
+
+/// Who runs a step.
+#[derive(Clone, Copy)]
+enum As {
+    Root,
+    User(u32),
+}
+
+/// One step: a shell command run in the mount's root, or a remount of the same layers.
+struct Step {
+    who: As,
+    cmd: &'static str,
+}
+
+fn root(cmd: &'static str) -> Step {
+    Step { who: As::Root, cmd }
+}
+
+fn user(uid: u32, cmd: &'static str) -> Step {
+    Step {
+        who: As::User(uid),
+        cmd,
+    }
+}
+
+const REMOUNT: &str = "@remount";
+
+/// Runs `cmd` with `sh -c` in `dir`; the outcome is its exit status and stdout.
+fn run(dir: &Path, who: As, cmd: &str) -> String {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).current_dir(dir).env("LC_ALL", "C");
+    if let As::User(uid) = who {
+        // std drops the supplementary groups when a root parent sets the uid.
+        c.uid(uid).gid(uid);
+    }
+    let out = c.output().expect("run sh");
+    format!(
+        "status {} stdout {:?}",
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+/// Clears immutable/append-only flags under a test root when dropped, so that the temp
+/// dir can be removed even when a step failed halfway.
+struct Unprotect<'a>(&'a Path);
+
+impl Drop for Unprotect<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr")
+            .args(["-R", "-f", "-i", "-a"])
+            .arg(self.0)
+            .status();
+    }
+}
+
+/// Which filesystem a run is on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fs {
+    Overlay,
+    Strata,
+}
+
+enum Live {
+    Overlay(OverlayMount),
+    Strata(Mount),
+}
+
+fn mount(fs_kind: Fs, l: &Layers) -> Live {
+    match fs_kind {
+        Fs::Overlay => Live::Overlay(l.mount_overlay("")),
+        Fs::Strata => Live::Strata(l.mount("allow_other")),
+    }
+}
+
+fn unmount(m: Live) {
+    match m {
+        Live::Overlay(mut o) => o.unmount(),
+        Live::Strata(mut s) => s.unmount(),
+    }
+}
+
+/// Lays out the lower with `setup`, mounts, runs the steps; returns their outcomes.
+fn outcomes(fs_kind: Fs, setup: fn(&Path), steps: &[Step]) -> Vec<String> {
+    let l = Layers::new(1);
+    let _unprotect = Unprotect(l.root());
+    // Other users must reach the mount point through the temp dir.
+    for d in [l.root(), &l.lowers[0], &l.mnt] {
+        chmod(d, 0o755);
+    }
+    setup(&l.lowers[0]);
+    let mut live = Some(mount(fs_kind, &l));
+    let mut out = Vec::new();
+    for s in steps {
+        if s.cmd == REMOUNT {
+            if let Some(m) = live.take() {
+                unmount(m);
+            }
+            live = Some(mount(fs_kind, &l));
+            out.push(String::new());
+            continue;
+        }
+        out.push(run(&l.mnt, s.who, s.cmd));
+    }
+    if let Some(m) = live {
+        unmount(m);
+    }
+    out
+}
+
+/// Runs the scenario on kernel overlayfs and on stratafs and asserts equal outcomes.
+fn same_as_overlayfs(setup: fn(&Path), steps: &[Step]) {
+    let want = outcomes(Fs::Overlay, setup, steps);
+    let got = outcomes(Fs::Strata, setup, steps);
+    let mut diffs = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        if want[i] != got[i] {
+            diffs.push(format!(
+                "step {i} `{}`:\n  overlayfs: {}\n  stratafs:  {}",
+                s.cmd, want[i], got[i]
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+}
+
+fn sh(dir: &Path, cmd: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .status()
+        .expect("sh");
+    assert!(st.success(), "setup `{cmd}` failed");
+}
+
+fn acl_layout(l: &Path) {
+    sh(
+        l,
+        "echo secret > deny && chmod 644 deny && setfacl -m u:nobody:--- deny
+         echo secret2 > deny2 && chmod 644 deny2 && setfacl -m u:nobody:--- deny2
+         echo granted > grant && chmod 600 grant && setfacl -m u:nobody:r grant
+         mkdir dacl && setfacl -d -m g::rwx,o::rwx dacl
+         mkdir dnamed && setfacl -d -m u:nobody:rwx,g::rx,o::- dnamed
+         echo six > six && chmod 644 six
+         mkdir priv && chmod 700 priv && echo inside > priv/f && chmod 644 priv/f
+         setfacl -m u:nobody:rx priv
+         echo own > own && chmod 644 own && chown 54321:54321 own",
+    );
+}
+
+/// Items 1, 4, 5, 6 and 19 (setfacl by the owner updates the mode).
+#[test]
+fn posix_acls_are_enforced_inherited_and_synced_as_on_overlayfs() {
+    same_as_overlayfs(
+        acl_layout,
+        &[
+            // 1: a deny entry on a lower file, on its copied-up copy, on a new file.
+            user(NOBODY, "cat deny"),
+            root("setfattr -n user.touched -v 1 deny2 && cat deny2 >/dev/null"),
+            user(NOBODY, "cat deny2"),
+            root("echo new > newf && chmod 644 newf && setfacl -m u:nobody:--- newf"),
+            user(NOBODY, "cat newf"),
+            // 4: a grant entry on a 0600 file, and on a 0700 dir.
+            user(NOBODY, "cat grant"),
+            user(NOBODY, "ls priv && cat priv/f"),
+            // 5: default ACLs replace the umask and are inherited.
+            root("umask 022; touch dacl/new; mkdir dacl/newd; mkdir dacl/newd/sub"),
+            root("stat -c '%n %A' dacl/new dacl/newd dacl/newd/sub"),
+            root("getfacl -cp dacl/new dacl/newd dacl/newd/sub"),
+            root("umask 077; touch dnamed/f; mkdir dnamed/d; mknod dnamed/p p"),
+            root("stat -c '%n %A' dnamed/f dnamed/d dnamed/p; getfacl -cp dnamed/f dnamed/d"),
+            user(NOBODY, "echo w >> dnamed/f && cat dnamed/f"),
+            // 6: a changed ACL shows in the mode at once, and chmod changes the ACL.
+            root("setfacl -m u:nobody:rwx six; stat -c %a six"),
+            root("getfacl -cp six"),
+            root("chmod 640 six; getfacl -cp six; stat -c %a six"),
+            user(NOBODY, "cat six"),
+            root("setfacl -b six; stat -c %a six; getfacl -cp six"),
+            // 19: setfacl by a plain owner updates the mode too.
+            user(OWNER, "setfacl -m u:nobody:rwx own; stat -c %a own"),
+            user(NOBODY, "echo by-nobody >> own; cat own"),
+            user(OWNER, "setfacl -m u:nobody:r deny"),
+            REMOUNT_STEP,
+            user(NOBODY, "cat deny deny2 newf; cat grant; cat own"),
+            root("stat -c '%n %A' dacl/new dacl/newd six own"),
+        ],
+    );
+}
+
+const REMOUNT_STEP: Step = Step {
+    who: As::Root,
+    cmd: REMOUNT,
+};
+
+fn flags_layout(l: &Path) {
+    sh(
+        l,
+        "echo imm > imm && echo app > app && echo both > both
+         mkdir dimm dapp && echo f > dimm/f && echo f > dapp/f
+         echo own > own && chown 54321:54321 own
+         chattr +i imm dimm && chattr +a app dapp && chattr +ia both",
+    );
+}
+
+/// Items 2 and 9: what immutable and append-only refuse, on lower objects, on the copies
+/// a write makes, on upper objects flagged through the mount, and after a remount.
+#[test]
+fn immutable_and_append_only_are_honoured_as_on_overlayfs() {
+    same_as_overlayfs(
+        flags_layout,
+        &[
+            root("lsattr -d imm app both dimm dapp | cut -d' ' -f1"),
+            // Lower objects.
+            root("echo x >> imm"),
+            root("echo x > imm"),
+            root("truncate -s0 imm"),
+            root("chmod 600 imm"),
+            root("chown 1 imm"),
+            root("touch imm"),
+            root("touch -d @5 imm"),
+            root("setfattr -n user.x -v 1 imm"),
+            root("setfacl -m u:nobody:r imm"),
+            root("ln imm imm.link"),
+            root("mv imm imm.moved"),
+            root("rm -f imm"),
+            root("truncate -s0 app"),
+            root("echo x > app"),
+            root("chmod 600 app"),
+            root("touch -d @5 app"),
+            root("rm -f app"),
+            root("mv app app.moved"),
+            root("touch app"),
+            root("echo appended >> app"),
+            root("rm -f both; echo x >> both"),
+            root("touch dimm/new"),
+            root("mkdir dimm/sub"),
+            root("rm -f dimm/f"),
+            root("mv dimm/f f.out"),
+            root("echo written >> dimm/f"),
+            root("touch dapp/new && mkdir dapp/sub"),
+            root("rm -f dapp/f"),
+            root("mv dapp/f dapp/g"),
+            root("cat imm app both dimm/f dapp/f; ls dimm dapp"),
+            // Flags through the mount: lower (copied up), upper, by a plain owner.
+            root("chattr -i imm && echo more >> imm && cat imm"),
+            root("echo up > up && chattr +i up && lsattr up | cut -d' ' -f1"),
+            root("echo x >> up; rm -f up; chmod 600 up; mv up up2"),
+            root("chattr -i up && rm up"),
+            root("mkdir updir && chattr +a updir && touch updir/a && rm updir/a"),
+            root("lsattr -d updir | cut -d' ' -f1"),
+            user(OWNER, "chattr +d own && lsattr own | cut -d' ' -f1"),
+            user(OWNER, "chattr +i own"),
+            user(OWNER, "chattr +a own"),
+            REMOUNT_STEP,
+            root("lsattr -d app dimm updir imm | cut -d' ' -f1"),
+            root("rm -f app; echo x > app; touch dimm/x; rm -f updir/a; touch updir/b"),
+            root("chattr -a app dapp && rm app && rm dapp/f && ls dapp"),
+        ],
+    );
+}
+
+fn xattr_layout(l: &Path) {
+    sh(
+        l,
+        "echo t > tr && setfattr -n trusted.secretname -v 1 tr && setfattr -n user.shown -v 2 tr
+         echo t > tr2 && setfattr -n trusted.other -v 1 tr2",
+    );
+}
+
+/// Item 3: trusted.* names are listed to CAP_SYS_ADMIN only, on lower and upper copies.
+#[test]
+fn trusted_xattr_names_are_listed_to_privileged_callers_only() {
+    same_as_overlayfs(
+        xattr_layout,
+        &[
+            user(NOBODY, "getfattr -d -m - tr"),
+            root("getfattr -d -m - tr"),
+            user(NOBODY, "getfattr -n trusted.secretname tr"),
+            root("chmod 600 tr2 && setfattr -n trusted.added -v 3 tr2 && chmod 644 tr2"),
+            user(NOBODY, "getfattr -d -m - tr2"),
+            root("getfattr -d -m - tr2"),
+            // Root without CAP_SYS_ADMIN (a container's root) lists no trusted names.
+            root("setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin getfattr -d -m - tr"),
+        ],
+    );
+}
