@@ -107,8 +107,44 @@ pub fn check(req: &MountRequest) -> i32 {
     }
 }
 
+/// `-o remount,...`: changes ro/rw and the generic mount flags of a live stratafs mount
+/// (the layers of a live mount cannot change; layer options given again are ignored).
+fn remount(req: &MountRequest) -> i32 {
+    let fail = |e: String| {
+        eprintln!("stratafs: {e}");
+        1
+    };
+    let mnt = match std::fs::canonicalize(&req.mountpoint) {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(format!(
+                "mountpoint '{}': {}",
+                req.mountpoint.display(),
+                sys::Errno::from(e)
+            ))
+        }
+    };
+    if crate::layers::mount_type(&mnt).as_deref() != Some("fuse.stratafs") {
+        return fail(format!(
+            "mountpoint '{}': remount: not a stratafs mount",
+            req.mountpoint.display()
+        ));
+    }
+    let mut flags = req.opts.mount_flags;
+    if req.opts.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    match sys::remount(&mnt, flags) {
+        Ok(()) => 0,
+        Err(e) => fail(format!("mountpoint '{}': remount: {e}", mnt.display())),
+    }
+}
+
 /// Mounts and serves until unmounted. Returns the process exit status.
 pub fn run(mut req: MountRequest) -> i32 {
+    if req.opts.remount {
+        return remount(&req);
+    }
     if let Err(e) = generate_init_layer(&mut req.opts) {
         eprintln!("stratafs: {e}");
         return 1;
@@ -235,6 +271,9 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             return mount_failed(sys::Errno::from(e));
         }
     };
+    union_handle.set_kernel_cache(Box::new(crate::fuse_adapter::NotifyCache::new(
+        session.notifier(),
+    )));
     if union_handle.volatile {
         if let Err(e) = union_handle.layers.set_volatile_marker() {
             drop(session);

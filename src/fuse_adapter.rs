@@ -20,7 +20,7 @@ use crate::iomode::{IoModes, OpenMode};
 use crate::sys::{self, Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
-use crate::union::{Attr, Caller, Union};
+use crate::union::{Attr, Caller, KernelCache, Union};
 
 pub struct StrataFs {
     union: Arc<Union>,
@@ -49,6 +49,23 @@ impl StrataFs {
             io: IoModes::new(passthrough),
             acls,
         }
+    }
+}
+
+/// The kernel's caches reached through FUSE notifications.
+pub struct NotifyCache(fuser::Notifier);
+
+impl NotifyCache {
+    pub fn new(n: fuser::Notifier) -> NotifyCache {
+        NotifyCache(n)
+    }
+}
+
+impl KernelCache for NotifyCache {
+    fn attributes_changed(&self, ino: u64) {
+        // Attributes only (negative offset: no page-cache range), so it cannot wait on a
+        // page lock held by the request being served. ENOENT: the kernel forgot it.
+        let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
     }
 }
 

@@ -43,6 +43,24 @@ pub struct LayerSet {
     /// The user's workdir, where the volatile marker lives.
     pub workdir: Option<OwnedFd>,
     pub whiteout: WhiteoutForm,
+    /// Held for the life of the mount: a second mount of the same upper or workdir is
+    /// refused. The kernel drops them with the daemon, so a kill -9 leaves no stale lock.
+    _in_use_locks: Vec<OwnedFd>,
+}
+
+/// Takes the exclusive "in use" lock of an upper or work dir, or says who holds it.
+fn lock_in_use(opt: &str, dir: &Path) -> Result<OwnedFd, String> {
+    let fd = sys::open_dir_path(dir).map_err(|e| format!("{opt} '{}': {e}", dir.display()))?;
+    let fd = sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(|e| format!("{opt} '{}': {e}", dir.display()))?;
+    match sys::try_lock_exclusive(fd.as_fd()) {
+        Ok(()) => Ok(fd),
+        Err(sys::Errno(libc::EWOULDBLOCK)) => Err(format!(
+            "{opt} '{}': in use by another mount (unmount it first)",
+            dir.display()
+        )),
+        Err(e) => Err(format!("{opt} '{}': cannot lock: {e}", dir.display())),
+    }
 }
 
 /// Name of our scratch dir inside the user's workdir.
@@ -63,17 +81,23 @@ fn canonical_dir(opt: &str, p: &Path) -> Result<(PathBuf, std::fs::Metadata), St
     Ok((c, md))
 }
 
-/// Whether something is mounted at `path` (a canonical path), per /proc/self/mountinfo.
+/// The filesystem type of the top-most mount at `path` (a canonical path), per
+/// /proc/self/mountinfo; None when nothing is mounted there.
+pub fn mount_type(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
+        })
+        .filter_map(|l| l.split(" - ").nth(1)?.split(' ').next().map(str::to_string))
+        .next_back()
+}
+
+/// Whether something is mounted at `path` (a canonical path).
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(|m| Path::new(&unescape_mountinfo(m)) == path)
-            .unwrap_or(false)
-    })
+    mount_type(path).is_some()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo octal.
@@ -131,21 +155,24 @@ impl LayerSet {
         let mut layers = Vec::new();
         let mut work = None;
         let mut workdir = None;
-        let has_upper = upper.is_some() && !opts.read_only;
+        // A read-only mount (`ro`) still shows the upper: the kernel refuses the writes,
+        // and a remount rw makes it writable again, so the workdir is prepared as well.
+        let has_upper = upper.is_some();
+        let mut in_use_locks = Vec::new();
         if let Some((u, dev, w)) = upper {
-            if !opts.read_only {
-                let wfd = sys::open_dir_path(&w)
-                    .map_err(|e| format!("workdir '{}': {e}", w.display()))?;
-                work = Some(prepare_workdir(&w)?);
-                workdir = Some(wfd);
-                layers.push(Layer {
-                    root: sys::open_dir_path(&u)
-                        .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
-                    path: u,
-                    role: Role::Upper,
-                    dev,
-                });
-            }
+            in_use_locks.push(lock_in_use("upperdir", &u)?);
+            in_use_locks.push(lock_in_use("workdir", &w)?);
+            let wfd =
+                sys::open_dir_path(&w).map_err(|e| format!("workdir '{}': {e}", w.display()))?;
+            work = Some(prepare_workdir(&w)?);
+            workdir = Some(wfd);
+            layers.push(Layer {
+                root: sys::open_dir_path(&u)
+                    .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
+                path: u,
+                role: Role::Upper,
+                dev,
+            });
         }
         if let Some((i, dev)) = init {
             layers.push(Layer {
@@ -171,6 +198,7 @@ impl LayerSet {
             work,
             workdir,
             whiteout: opts.whiteout,
+            _in_use_locks: in_use_locks,
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct MountOptions {
     pub acl: bool,
     /// The generic mount flags (nosuid, nodev, noexec, atime handling, sync) for mount(2).
     pub mount_flags: u64,
+    /// `remount`: change the flags (ro/rw, nosuid, ...) of the live mount at the mountpoint.
+    pub remount: bool,
 }
 
 /// The generic mount flags and the MS_ bits they set and clear, as mount(8) knows them.
@@ -120,14 +122,14 @@ impl Default for MountOptions {
             init: InitSpec::default(),
             acl: true,
             mount_flags: 0,
+            remount: false,
         }
     }
 }
 
 /// Options that mount(8), fstab and systemd pass and that need nothing from us.
 const PASSED_ALONG: &[&str] = &[
-    "rw", "defaults", "auto", "noauto", "nofail", "user", "users", "nouser", "_netdev", "silent",
-    "loud",
+    "defaults", "auto", "noauto", "nofail", "user", "users", "nouser", "_netdev", "silent", "loud",
 ];
 
 /// Splits on `sep` where it is neither escaped by a backslash nor inside double quotes
@@ -243,13 +245,9 @@ impl MountOptions {
                 "upperdir" => self.upperdir = Some(PathBuf::from(need(&val)?)),
                 "workdir" => self.workdir = Some(PathBuf::from(need(&val)?)),
                 "initdir" => self.initdir = Some(PathBuf::from(need(&val)?)),
-                "remount" => {
-                    return Err(
-                        "remount is not supported: unmount and mount again with the new options"
-                            .into(),
-                    )
-                }
-                "ro" => self.read_only = true,
+                "remount" if val.is_none() => self.remount = true,
+                "ro" if val.is_none() => self.read_only = true,
+                "rw" if val.is_none() => self.read_only = false,
                 "allow_other" | "allow_root" => self.allow_other = true,
                 "default_permissions" => self.default_permissions = true,
                 "whiteout" => {

@@ -1066,3 +1066,28 @@ pub fn process_has_capability(pid: u32, cap: u32) -> bool {
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         .is_some_and(|caps| caps & (1u64 << cap) != 0)
 }
+
+/// flock(LOCK_EX | LOCK_NB): EWOULDBLOCK when another open description holds it.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })?;
+    Ok(())
+}
+
+/// mount(2) with MS_REMOUNT: changes the flags (ro/rw, nosuid, nodev, noexec, atime) of
+/// the mount at `target`; FUSE ignores the data of a remount.
+pub fn remount(target: &std::path::Path, flags: u64) -> SysResult<()> {
+    let tgt = cstr(target.as_os_str())?;
+    let empty = CString::default();
+    // SAFETY: valid C strings; a null source and type are allowed with MS_REMOUNT.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            tgt.as_ptr(),
+            std::ptr::null(),
+            (libc::MS_REMOUNT | flags) as libc::c_ulong,
+            empty.as_ptr() as *const libc::c_void,
+        )
+    })?;
+    Ok(())
+}

@@ -10,150 +10,9 @@
 //! (e2fsprogs), getfattr/setfattr (attr), setpriv (util-linux), and a layer filesystem
 //! with ACLs and inode flags (ext4, as /tmp is here).
 mod common;
-use common::*;
+use common::side::*;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
-
-const NOBODY: u32 = 65534;
-/// A plain user that owns some files (no user-db entry needed).
-const OWNER: u32 = 54321;
-
-/// Who runs a step.
-#[derive(Clone, Copy)]
-enum As {
-    Root,
-    User(u32),
-}
-
-/// One step: a shell command run in the mount's root, or a remount of the same layers.
-struct Step {
-    who: As,
-    cmd: &'static str,
-}
-
-fn root(cmd: &'static str) -> Step {
-    Step { who: As::Root, cmd }
-}
-
-fn user(uid: u32, cmd: &'static str) -> Step {
-    Step {
-        who: As::User(uid),
-        cmd,
-    }
-}
-
-const REMOUNT: &str = "@remount";
-
-/// Runs `cmd` with `sh -c` in `dir`; the outcome is its exit status and stdout.
-fn run(dir: &Path, who: As, cmd: &str) -> String {
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(cmd).current_dir(dir).env("LC_ALL", "C");
-    if let As::User(uid) = who {
-        // std drops the supplementary groups when a root parent sets the uid.
-        c.uid(uid).gid(uid);
-    }
-    let out = c.output().expect("run sh");
-    format!(
-        "status {} stdout {:?}",
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout)
-    )
-}
-
-/// Clears immutable/append-only flags under a test root when dropped, so that the temp
-/// dir can be removed even when a step failed halfway.
-struct Unprotect<'a>(&'a Path);
-
-impl Drop for Unprotect<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr")
-            .args(["-R", "-f", "-i", "-a"])
-            .arg(self.0)
-            .status();
-    }
-}
-
-/// Which filesystem a run is on.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fs {
-    Overlay,
-    Strata,
-}
-
-enum Live {
-    Overlay(OverlayMount),
-    Strata(Mount),
-}
-
-fn mount(fs_kind: Fs, l: &Layers) -> Live {
-    match fs_kind {
-        Fs::Overlay => Live::Overlay(l.mount_overlay("")),
-        Fs::Strata => Live::Strata(l.mount("allow_other")),
-    }
-}
-
-fn unmount(m: Live) {
-    match m {
-        Live::Overlay(mut o) => o.unmount(),
-        Live::Strata(mut s) => s.unmount(),
-    }
-}
-
-/// Lays out the lower with `setup`, mounts, runs the steps; returns their outcomes.
-fn outcomes(fs_kind: Fs, setup: fn(&Path), steps: &[Step]) -> Vec<String> {
-    let l = Layers::new(1);
-    let _unprotect = Unprotect(l.root());
-    // Other users must reach the mount point through the temp dir.
-    for d in [l.root(), &l.lowers[0], &l.mnt] {
-        chmod(d, 0o755);
-    }
-    setup(&l.lowers[0]);
-    let mut live = Some(mount(fs_kind, &l));
-    let mut out = Vec::new();
-    for s in steps {
-        if s.cmd == REMOUNT {
-            if let Some(m) = live.take() {
-                unmount(m);
-            }
-            live = Some(mount(fs_kind, &l));
-            out.push(String::new());
-            continue;
-        }
-        out.push(run(&l.mnt, s.who, s.cmd));
-    }
-    if let Some(m) = live {
-        unmount(m);
-    }
-    out
-}
-
-/// Runs the scenario on kernel overlayfs and on stratafs and asserts equal outcomes.
-fn same_as_overlayfs(setup: fn(&Path), steps: &[Step]) {
-    let want = outcomes(Fs::Overlay, setup, steps);
-    let got = outcomes(Fs::Strata, setup, steps);
-    let mut diffs = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        if want[i] != got[i] {
-            diffs.push(format!(
-                "step {i} `{}`:\n  overlayfs: {}\n  stratafs:  {}",
-                s.cmd, want[i], got[i]
-            ));
-        }
-    }
-    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
-}
-
-fn sh(dir: &Path, cmd: &str) {
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .status()
-        .expect("sh");
-    assert!(st.success(), "setup `{cmd}` failed");
-}
 
 fn acl_layout(l: &Path) {
     sh(
@@ -208,11 +67,6 @@ fn posix_acls_are_enforced_inherited_and_synced_as_on_overlayfs() {
         ],
     );
 }
-
-const REMOUNT_STEP: Step = Step {
-    who: As::Root,
-    cmd: REMOUNT,
-};
 
 fn flags_layout(l: &Path) {
     sh(

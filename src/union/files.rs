@@ -173,6 +173,7 @@ impl Union {
                 if flags & libc::O_TRUNC != 0 {
                     // FUSE's atomic O_TRUNC leaves to us what do_truncate does on ext4.
                     sys::fchmod(fd.as_fd(), dropped)?;
+                    self.attributes_changed(ino);
                 } else if dropped != st.st_mode & 0o7777 {
                     let fh = self.files.insert(ino, fd, !mutable);
                     *self.files.get(fh)?.drop_privileges_to.lock() = Some(dropped);
@@ -207,6 +208,7 @@ impl Union {
         let f = self.files.get(fh)?;
         if let Some(mode) = f.drop_privileges_to.lock().take() {
             sys::fchmod(f.fd().as_fd(), mode)?;
+            self.attributes_changed(f.ino);
         }
         let mut done = 0;
         while done < data.len() {
@@ -239,14 +241,16 @@ impl Union {
         sys::fsync(f.as_fd(), false)
     }
 
+    /// fallocate; punching, zeroing, collapsing or inserting count as a rewrite. (The
+    /// kernel itself drops setuid/setgid first, by a setattr, as for a write.)
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
         let f = self.files.get(fh)?;
+        let fd = f.fd();
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
-            // Punching, zeroing, collapsing or inserting rewrites what is there.
             let _ns = self.ns.read();
             self.check_node(f.ino, Change::Attributes)?;
         }
-        sys::fallocate(f.fd().as_fd(), mode, off, len)
+        sys::fallocate(fd.as_fd(), mode, off, len)
     }
 
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +41,9 @@ fn dtype_kind(d: u8) -> Option<u32> {
 
 struct DirHandle {
     ino: u64,
+    /// The directory's top-most copy as it was opened: an open directory keeps answering
+    /// fstat after its name is removed or replaced.
+    fd: Option<Arc<OwnedFd>>,
     /// "." and "..".
     dots: [ListEntry; 2],
     /// The merged listing, shared with the directory's listing cache.
@@ -52,6 +55,20 @@ struct DirHandle {
 pub struct DirHandles {
     map: DashMap<u64, Arc<Mutex<DirHandle>>>,
     next: AtomicU64,
+}
+
+impl DirHandles {
+    /// The descriptor of some open handle of the directory `ino`.
+    pub fn fd_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.map.iter().find_map(|h| {
+            let h = h.lock();
+            if h.ino == ino {
+                h.fd.clone()
+            } else {
+                None
+            }
+        })
+    }
 }
 
 impl Union {
@@ -166,11 +183,19 @@ impl Union {
 
     pub fn opendir(&self, ino: u64) -> SysResult<u64> {
         let (dots, entries) = self.snapshot_dir(ino)?;
+        let fd = {
+            let _ns = self.ns.read();
+            let dir = self.dir_view(&*self.node(ino)?)?;
+            dir.layers
+                .first()
+                .and_then(|&l| self.dir_fd(l, self.dir_path_in(&dir, l)).ok())
+        };
         let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.dirs.map.insert(
             fh,
             Arc::new(Mutex::new(DirHandle {
                 ino,
+                fd,
                 dots,
                 entries,
                 served: false,

@@ -28,6 +28,14 @@ use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
 use inodes::{InodeTable, Node, NodeState, ROOT_INO};
 
+/// The kernel's caches, as the union sees them: told about every change the union makes
+/// that the kernel did not ask for itself (privilege bits dropped on write or fallocate),
+/// so that nothing it caches goes stale.
+pub trait KernelCache: Send + Sync {
+    /// The attributes of inode `ino` changed.
+    fn attributes_changed(&self, ino: u64);
+}
+
 /// Who asks: the credentials of the FUSE request.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -117,6 +125,8 @@ pub struct Union {
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
     ns: RwLock<()>,
+    /// Set once the kernel connection exists.
+    kernel_cache: std::sync::OnceLock<Box<dyn KernelCache>>,
 }
 
 /// `parent/name` (or `name` at the root).
@@ -196,7 +206,20 @@ impl Union {
             index: index::LookupIndex::default(),
             linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
+            kernel_cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the union to the kernel's caches (once, when the session exists).
+    pub fn set_kernel_cache(&self, cache: Box<dyn KernelCache>) {
+        let _ = self.kernel_cache.set(cache);
+    }
+
+    /// Tells the kernel that the attributes of `ino` changed behind its back.
+    fn attributes_changed(&self, ino: u64) {
+        if let Some(k) = self.kernel_cache.get() {
+            k.attributes_changed(ino);
+        }
     }
 
     pub fn read_only(&self) -> bool {
@@ -591,10 +614,19 @@ impl Union {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         match self.getattr_node(&node) {
-            // Unlinked while open: the open file still has attributes.
-            Err(Errno::ENOENT) if node.state.lock().unlinked => {
-                let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
-                let st = sys::fstat(f.fd().as_fd())?;
+            // Unlinked (or replaced by a rename) while open: the open file or directory
+            // still has attributes, with no link left.
+            Err(Errno::ENOENT) => {
+                let fd = self
+                    .files
+                    .any_for(ino)
+                    .map(|f| f.fd())
+                    .or_else(|| self.dirs.fd_for(ino))
+                    .ok_or(Errno::ENOENT)?;
+                let mut st = sys::fstat(fd.as_fd())?;
+                if node.state.lock().unlinked {
+                    st.st_nlink = 0;
+                }
                 Ok(self.attr_from(ino, st, &[]))
             }
             r => r,

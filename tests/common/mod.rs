@@ -2,6 +2,8 @@
 //! a real FUSE mount) and unmounts it on Drop, even when the test fails.
 #![allow(dead_code)]
 
+pub mod side;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

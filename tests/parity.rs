@@ -1,0 +1,261 @@
+//! Mount flags, read-only and remounts, in-use layer dirs, and open handles, as kernel
+//! overlayfs has them (issue 10, items 12-19). Side-by-side scenarios (tests/common/side.rs)
+//! assert the same outcome on both filesystems; what overlayfs does not have (refusing a
+//! second mount of an upper, the remount path of our own binary) is checked on stratafs
+//! alone.
+mod common;
+use common::side::*;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+fn flags_layout(l: &Path) {
+    sh(
+        l,
+        "printf '#!/bin/sh\\necho ran\\n' > script && chmod 755 script
+         mknod null c 1 3 && chmod 666 null
+         cp /bin/true suidtrue && chmod 4755 suidtrue",
+    );
+}
+
+const STATVFS_FLAGS: &str = "python3 -c \"import os; f = os.statvfs('.').f_flag; \
+     print([n for n in ('ST_RDONLY', 'ST_NOSUID', 'ST_NODEV', 'ST_NOEXEC', 'ST_NOATIME') \
+     if f & getattr(os, n)])\"";
+
+/// Item 14: nosuid, nodev, noexec and noatime reach the kernel mount.
+#[test]
+fn generic_mount_flags_apply_as_on_overlayfs() {
+    same_as_overlayfs_with(
+        flags_layout,
+        "nosuid,nodev,noexec,noatime",
+        &[
+            root(STATVFS_FLAGS),
+            root("./script"),
+            root("echo x > null"),
+            root("cat null"),
+        ],
+    );
+    // And without them the same objects work.
+    same_as_overlayfs(
+        flags_layout,
+        &[root(STATVFS_FLAGS), root("./script"), root("echo x > null")],
+    );
+}
+
+fn handles_layout(l: &Path) {
+    sh(
+        l,
+        "mkdir lowdir && echo l > lowdir/f && echo low > lowfile
+         echo g > setgid && chown 54321:54321 setgid && chmod 2775 setgid
+         echo u > setuid && chown 54321:54321 setuid && chmod 4755 setuid
+         mkdir -m 777 shared",
+    );
+}
+
+/// fstat of an fd whose name was replaced or removed (python, so the fd stays open).
+const FSTAT_AFTER_RENAME: &str = r#"python3 -c "
+import os
+open('a', 'w').write('a'); open('b', 'w').write('b')
+fd = os.open('b', os.O_RDONLY); os.rename('a', 'b')
+print('file', os.fstat(fd).st_nlink, os.read(fd, 9)); os.close(fd)
+os.mkdir('da'); os.mkdir('db')
+fd = os.open('db', os.O_RDONLY); os.rename('da', 'db')
+st = os.fstat(fd); print('dir', st.st_nlink, oct(st.st_mode)); os.close(fd)
+os.mkdir('dc'); fd = os.open('dc', os.O_RDONLY); os.rmdir('dc')
+print('rmdir', os.fstat(fd).st_nlink); os.close(fd)
+fd = os.open('lowfile', os.O_RDONLY); os.unlink('lowfile')
+print('lower', os.read(fd, 9)); os.close(fd)
+""#;
+
+/// Entries created after opendir appear after rewinddir (python's os.scandir cannot
+/// rewind, so through libc).
+const REWINDDIR: &str = r#"python3 -c "
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.c_void_p
+libc.readdir.argtypes = [ctypes.c_void_p]
+libc.rewinddir.argtypes = [ctypes.c_void_p]
+libc.closedir.argtypes = [ctypes.c_void_p]
+def count(d):
+    n = 0
+    while libc.readdir(d):
+        n += 1
+    return n
+d = libc.opendir(b'lowdir')
+print('first', count(d))
+open('lowdir/new1', 'w').close()
+libc.rewinddir(d); print('after create', count(d))
+os.unlink('lowdir/f')
+libc.rewinddir(d); print('after unlink', count(d))
+libc.closedir(d)
+""#;
+
+/// Items 16, 18 and 19: open handles survive renames and removals, rewinddir sees
+/// changes, and fallocate by a plain writer drops setuid/setgid.
+#[test]
+fn open_handles_and_privilege_bits_as_on_overlayfs() {
+    same_as_overlayfs(
+        handles_layout,
+        &[
+            root(FSTAT_AFTER_RENAME),
+            root(REWINDDIR),
+            user(OWNER, "fallocate -l 8192 setgid; stat -c %a setgid"),
+            user(OWNER, "fallocate -p -o 0 -l 4096 setuid; stat -c %a setuid"),
+            root("chmod 4755 setuid"),
+            user(OWNER, "fallocate -z -o 0 -l 4096 setuid; stat -c %a setuid"),
+            root("chmod 6775 setgid; stat -c %a setgid"),
+            user(OWNER, "fallocate -l 1 -o 8192 -n setgid; stat -c %a setgid"),
+        ],
+    );
+}
+
+/// Item 13: a read-only mount with an upper shows the whole union, read-only.
+#[test]
+fn read_only_mount_shows_the_upper() {
+    let results: Vec<(Vec<String>, String)> = [Fs::Overlay, Fs::Strata]
+        .into_iter()
+        .map(|fs_kind| {
+            let l = Layers::new(1);
+            l.put(0, "lower", "lower\n");
+            l.put(0, "gone", "gone\n");
+            {
+                let _m = if fs_kind == Fs::Overlay {
+                    Ok(l.mount_overlay(""))
+                } else {
+                    Err(l.mount(""))
+                };
+                fs::write(l.m("created"), "created\n").unwrap();
+                fs::write(l.m("lower"), "changed\n").unwrap();
+                fs::remove_file(l.m("gone")).unwrap();
+            }
+            let _m = if fs_kind == Fs::Overlay {
+                Ok(l.mount_overlay("ro"))
+            } else {
+                Err(l.mount("ro"))
+            };
+            let listing = names(&l.mnt);
+            let write = run(&l.mnt, As::Root, "echo x > new; echo y >> lower; cat lower");
+            (listing, write)
+        })
+        .collect();
+    assert_eq!(results[0].0, vec!["created", "lower"]);
+    assert_eq!(results[1], results[0]);
+}
+
+/// Item 15: remount ro and back to rw, through the binary (as mount.fuse3 calls it) and
+/// through the mount.stratafs helper protocol, with the flags applied to the live mount.
+#[test]
+fn remount_changes_ro_rw_and_flags_of_the_live_mount() {
+    let l = Layers::new(1);
+    l.put(0, "f", "lower\n");
+    let _m = l.mount("");
+    let mnt = l.mnt.to_str().unwrap();
+    let helper = l.root().join("mount.stratafs");
+    symlink(bin(), &helper).unwrap();
+    let remount = |via_helper: bool, opts: &str| {
+        let out = if via_helper {
+            Command::new(&helper)
+                .args(["stratafs", mnt, "-o", opts])
+                .output()
+        } else {
+            Command::new(bin()).args(["-o", opts, mnt]).output()
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "remount {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let writable = || fs::write(l.m("w"), "x").map_err(|e| errno(&e));
+    for via_helper in [false, true] {
+        remount(via_helper, "remount,ro");
+        assert_eq!(writable(), Err(libc::EROFS));
+        assert_eq!(fs::read_to_string(l.m("f")).unwrap(), "lower\n");
+        remount(via_helper, "remount,rw,nosuid");
+        assert_eq!(writable(), Ok(()));
+        let opts = mount_options(&l.mnt);
+        assert!(opts.contains("nosuid"), "{opts}");
+        remount(via_helper, "remount,suid");
+        assert!(!mount_options(&l.mnt).contains("nosuid"));
+    }
+    // Not a stratafs mount: refused in one line.
+    let out = Command::new(bin())
+        .args(["-o", "remount,ro", l.root().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a stratafs mount"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+/// The per-mount options column of /proc/self/mounts for `mnt`.
+fn mount_options(mnt: &Path) -> String {
+    let want = mnt.to_str().unwrap();
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(want))
+        .next_back()
+        .and_then(|l| l.split(' ').nth(3))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Item 12: a second mount of an upper or work dir in use is refused with a one-line
+/// error naming the dir; the lock goes with the daemon, even after kill -9.
+#[test]
+fn upper_and_work_dirs_in_use_are_refused() {
+    let l = Layers::new(1);
+    l.put(0, "f", "x");
+    let second = l.root().join("second");
+    fs::create_dir_all(&second).unwrap();
+    let other_work = l.root().join("other-work");
+    fs::create_dir_all(&other_work).unwrap();
+    let other_upper = l.root().join("other-upper");
+    fs::create_dir_all(&other_upper).unwrap();
+    let lower = l.lowers[0].display().to_string();
+    let try_mount = |upper: &Path, work: &Path| {
+        Command::new(bin())
+            .arg("-o")
+            .arg(format!(
+                "lowerdir={lower},upperdir={},workdir={}",
+                upper.display(),
+                work.display()
+            ))
+            .arg(&second)
+            .output()
+            .unwrap()
+    };
+    let mut first = spawn_foreground(&l.opts(), &l.mnt);
+    for (upper, work, named) in [
+        (&l.upper, &other_work, "upperdir"),
+        (&other_upper, &l.work, "workdir"),
+    ] {
+        let out = try_mount(upper, work);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(named) && err.contains("in use") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!is_mounted(&second));
+    }
+    // kill -9 of the daemon frees the dirs (the dead mount still needs an unmount).
+    first.kill().unwrap();
+    first.wait().unwrap();
+    umount_retry(&l.mnt);
+    let out = try_mount(&l.upper, &l.work);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(second.join("f")).unwrap(), "x");
+    umount_retry(&second);
+}
