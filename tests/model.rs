@@ -10,7 +10,8 @@
 //! writes `whiteout=aufs` (default) or `whiteout=overlay` (S7), drawn per sequence.
 //! Every operation goes to both mounts; after each one the results (Ok or the same errno)
 //! and the whole merged trees (names, types, sizes, contents, modes, owners, nlink of
-//! non-directories, symlink targets, user.* xattrs, duplicate names in listings) must be
+//! non-directories, symlink targets, user.* xattrs, ACLs, immutable/append-only flags,
+//! duplicate names in listings) must be
 //! equal. Times, inode numbers and the size and nlink of directories are not compared.
 //!
 //! Whiteouts are only placed in directories that merge two or more lowers (or at the root):
@@ -23,6 +24,11 @@
 //!   does (new dir with the same mode, owner and xattrs, entries moved into it one by one,
 //!   hard links kept, old dir removed) and expects stratafs to succeed, or to answer
 //!   ENOTEMPTY when the target is a non-empty directory (overlayfs checks EXDEV first).
+//! - an unlink, rmdir or rename (or a default ACL set) that is refused both for a protected
+//!   (immutable or append-only) entry and for a type mismatch answers EPERM on overlayfs
+//!   and ENOTDIR, EISDIR (or EACCES) on stratafs: the VFS checks the types before asking a
+//!   FUSE filesystem, and a FUSE inode cannot carry the protection flags that it checks
+//!   first on overlayfs' inodes.
 //! - names starting with `.wh.` are reserved in stratafs (S8): the `reserved` operations
 //!   create or rename to such names on stratafs only and expect EPERM.
 //!
@@ -601,7 +607,7 @@ fn sys_mknod(p: &Path, mode: u32, dev: u64) -> Result<(), i32> {
     chk(unsafe { libc::mknod(c.as_ptr(), mode, dev) })
 }
 
-/// user.* xattrs of `p` (not following a symlink), sorted.
+/// user.* xattrs and ACLs of `p` (not following a symlink), sorted.
 fn user_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>, i32> {
     let c = cs(p);
     let mut buf = vec![0u8; 4096];
@@ -615,7 +621,7 @@ fn user_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>, i32> {
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
     {
-        if !name.starts_with(b"user.") {
+        if !name.starts_with(b"user.") && !name.starts_with(b"system.posix_acl_") {
             continue;
         }
         let cn = CString::new(name).unwrap();
@@ -844,9 +850,68 @@ enum Op {
         path: String,
         src: String,
     },
+    /// setfacl: the access (or default) ACL `ACLS[which]`.
+    SetAcl {
+        path: String,
+        default: bool,
+        which: usize,
+    },
+    /// chattr as the tool does it: FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with `set` added
+    /// and `clear` removed (immutable, append-only, noatime).
+    Chattr {
+        path: String,
+        set: u32,
+        clear: u32,
+    },
 }
 
-const KINDS: [&str; 16] = [
+const FS_IMMUTABLE_FL: u32 = 0x10;
+const FS_APPEND_FL: u32 = 0x20;
+const FS_NOATIME_FL: u32 = 0x80;
+/// (set, clear) pairs: +i, -i, +a, -a, +A, -ia.
+const CHATTR_CHANGES: [(u32, u32); 6] = [
+    (FS_IMMUTABLE_FL, 0),
+    (0, FS_IMMUTABLE_FL),
+    (FS_APPEND_FL, 0),
+    (0, FS_APPEND_FL),
+    (FS_NOATIME_FL, 0),
+    (0, FS_IMMUTABLE_FL | FS_APPEND_FL),
+];
+
+/// ACLs as (tag, perm, id) entries: USER_OBJ 1, USER 2, GROUP_OBJ 4, MASK 0x10, OTHER 0x20.
+const ACLS: [&[(u16, u16, u32)]; 4] = [
+    &[
+        (1, 6, 0),
+        (2, 4, 65534),
+        (4, 4, 0),
+        (0x10, 6, 0),
+        (0x20, 0, 0),
+    ],
+    &[(1, 7, 0), (4, 0, 0), (0x20, 0, 0)],
+    &[
+        (1, 7, 0),
+        (2, 7, 65534),
+        (4, 5, 0),
+        (0x10, 7, 0),
+        (0x20, 5, 0),
+    ],
+    &[(1, 7, 0), (4, 7, 0), (0x20, 7, 0)],
+];
+
+/// The xattr form of an ACL (version 2, little-endian entries; ids of object entries are
+/// ignored by the kernel).
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        let id = if matches!(tag, 2 | 8) { *id } else { u32::MAX };
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+const KINDS: [&str; 18] = [
     "create",
     "write",
     "append",
@@ -863,6 +928,8 @@ const KINDS: [&str; 16] = [
     "removexattr",
     "mkfifo",
     "reserved",
+    "setacl",
+    "chattr",
 ];
 
 impl Op {
@@ -884,6 +951,8 @@ impl Op {
             Op::RemoveXattr { .. } => "removexattr",
             Op::Mkfifo { .. } => "mkfifo",
             Op::Reserved { .. } => "reserved",
+            Op::SetAcl { .. } => "setacl",
+            Op::Chattr { .. } => "chattr",
         }
     }
 }
@@ -979,6 +1048,19 @@ impl fmt::Display for Op {
                 RKind::Rename => write!(f, "[stratafs only] rename(\"{src}\", \"{path}\")"),
                 RKind::Link => write!(f, "[stratafs only] link(\"{src}\", \"{path}\")"),
             },
+            Op::SetAcl {
+                path,
+                default,
+                which,
+            } => write!(
+                f,
+                "setfacl({}\"{path}\", {:?})",
+                if *default { "default, " } else { "" },
+                ACLS[*which]
+            ),
+            Op::Chattr { path, set, clear } => {
+                write!(f, "chattr(\"{path}\", +{set:#x}, -{clear:#x})")
+            }
         }
     }
 }
@@ -1088,7 +1170,44 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
                 },
             ),
         },
+        Op::SetAcl {
+            path,
+            default,
+            which,
+        } => sys_setxattr(
+            &p(path),
+            if *default {
+                "system.posix_acl_default"
+            } else {
+                "system.posix_acl_access"
+            },
+            &acl_xattr(ACLS[*which]),
+            0,
+            true,
+        ),
+        Op::Chattr { path, set, clear } => {
+            let fd = sys_open(&p(path), libc::O_RDONLY | libc::O_NOFOLLOW | nb, 0)?;
+            let mut v: libc::c_int = 0;
+            // SAFETY: a valid descriptor; the kernel writes, then reads, one int.
+            let r = chk(unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut v) }).and_then(|_| {
+                v = (v | *set as libc::c_int) & !(*clear as libc::c_int);
+                chk(unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &v) })
+            });
+            sys_close(fd)?;
+            r
+        }
     }
+}
+
+/// The immutable and append-only flags of a file or directory (None where there are none
+/// to read).
+fn protection_flags(p: &Path) -> Option<u32> {
+    let fd = sys_open(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).ok()?;
+    let mut v: libc::c_int = 0;
+    // SAFETY: a valid descriptor; the kernel writes one int.
+    let r = unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut v) };
+    let _ = sys_close(fd);
+    (r == 0).then_some(v as u32 & (FS_IMMUTABLE_FL | FS_APPEND_FL))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1107,6 +1226,8 @@ struct Ent {
     data: Option<Vec<u8>>,
     target: Option<String>,
     xattrs: Vec<(String, Vec<u8>)>,
+    /// Files and directories: the immutable/append-only flags.
+    flags: Option<u32>,
     /// Directories: the listing, sorted, duplicates kept.
     children: Option<Vec<String>>,
     /// Something could not be read.
@@ -1140,6 +1261,12 @@ impl fmt::Display for Ent {
         }
         for (k, v) in &self.xattrs {
             write!(f, " {k}={}", show_bytes(v))?;
+        }
+        match self.flags {
+            Some(0) => {}
+            Some(fl) => write!(f, " flags={fl:#x}")?,
+            None if matches!(self.kind, 'f' | 'd') => write!(f, " flags=unreadable")?,
+            None => {}
         }
         if let Some(c) = &self.children {
             write!(f, " [{}]", c.join(" "))?;
@@ -1178,6 +1305,7 @@ fn walk(root: &Path, rel: &str, m: &mut Snap) {
                     data: None,
                     target: None,
                     xattrs: Vec::new(),
+                    flags: None,
                     children: None,
                     error: Some(format!("lstat: {e}")),
                 },
@@ -1209,6 +1337,9 @@ fn walk(root: &Path, rel: &str, m: &mut Snap) {
         data: None,
         target: None,
         xattrs: Vec::new(),
+        flags: matches!(kind, 'f' | 'd')
+            .then(|| protection_flags(&p))
+            .flatten(),
         children: None,
         error: None,
     };
@@ -1381,7 +1512,7 @@ impl<'a> Pools<'a> {
     }
 }
 
-const WEIGHTS: [(usize, u64); 16] = [
+const WEIGHTS: [(usize, u64); 18] = [
     (0, 10), // create
     (1, 10), // write
     (2, 6),  // append
@@ -1398,6 +1529,8 @@ const WEIGHTS: [(usize, u64); 16] = [
     (13, 2), // removexattr
     (14, 3), // mkfifo
     (15, 2), // reserved
+    (16, 3), // setacl
+    (17, 2), // chattr
 ];
 
 fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
@@ -1532,6 +1665,19 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
             path: p.new_name(rng),
             mode: *rng.pick(&FILE_MODES),
         },
+        16 => Op::SetAcl {
+            path: p.existing(rng),
+            default: rng.pct(40),
+            which: rng.below(ACLS.len()),
+        },
+        17 => {
+            let (set, clear) = *rng.pick(&CHATTR_CHANGES);
+            Op::Chattr {
+                path: p.existing(rng),
+                set,
+                clear,
+            }
+        }
         _ => {
             let kinds = [
                 RKind::Create,
@@ -1695,7 +1841,7 @@ impl Drop for World {
 }
 
 /// Moves `from` to `to` (absent) on the oracle the way a careful `mv` does when rename(2)
-/// answers EXDEV: a new dir with the same mode, owner and user xattrs, the entries moved
+/// answers EXDEV: a new dir with the same mode, owner, user xattrs and ACLs, the entries moved
 /// into it one by one (rename keeps hard links), then the old dir removed.
 fn oracle_move(root: &Path, from: &str, to: &str) -> Result<(), String> {
     let (a, b) = (root.join(from), root.join(to));
@@ -1712,6 +1858,15 @@ fn oracle_move(root: &Path, from: &str, to: &str) -> Result<(), String> {
     sys_mkdir(&b, 0o700).map_err(|e| err("mkdir", e))?;
     sys_chown(&b, md.uid(), md.gid(), false).map_err(|e| err("chown", e))?;
     sys_chmod(&b, md.mode() & 0o7777).map_err(|e| err("chmod", e))?;
+    // The ACLs are the source's, not what the new dir inherited from its parent.
+    for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
+        let c = (cs(&b), CString::new(acl).unwrap());
+        // SAFETY: valid C strings.
+        match chk(unsafe { libc::lremovexattr(c.0.as_ptr(), c.1.as_ptr()) }) {
+            Ok(()) | Err(libc::ENODATA) => {}
+            Err(e) => return Err(err("removexattr", e)),
+        }
+    }
     for (k, v) in user_xattrs(&a).map_err(|e| err("listxattr", e))? {
         sys_setxattr(&b, &k, &v, 0, false).map_err(|e| err("setxattr", e))?;
     }
@@ -1724,6 +1879,39 @@ fn oracle_move(root: &Path, from: &str, to: &str) -> Result<(), String> {
         oracle_move(root, &join(from, &k), &join(to, &k))?;
     }
     sys_rmdir(&a).map_err(|e| format!("rmdir {from}: {}", errno_name(e)))
+}
+
+/// The type errno the VFS gives before it asks the filesystem, where there is one: ENOTDIR
+/// or EISDIR for an unlink, rmdir or rename, EACCES for a default ACL on a non-directory.
+fn type_errno(root: &Path, op: &Op) -> Option<i32> {
+    match op {
+        Op::SetAcl {
+            path,
+            default: true,
+            ..
+        } if is_dir(&root.join(path)) == Some(false) => Some(libc::EACCES),
+        Op::Rmdir { path } if is_dir(&root.join(path)) == Some(false) => Some(libc::ENOTDIR),
+        Op::Unlink { path } if is_dir(&root.join(path)) == Some(true) => Some(libc::EISDIR),
+        Op::Rename { from, to, flags } if *flags != libc::RENAME_EXCHANGE => {
+            match (is_dir(&root.join(from))?, is_dir(&root.join(to))?) {
+                (true, false) => Some(libc::ENOTDIR),
+                (false, true) => Some(libc::EISDIR),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Whether `p` or anything below it is immutable or append-only.
+fn has_protected(p: &Path) -> bool {
+    if protection_flags(p).is_some_and(|f| f != 0) {
+        return true;
+    }
+    is_dir(p) == Some(true)
+        && fs::read_dir(p)
+            .map(|rd| rd.flatten().any(|d| has_protected(&d.path())))
+            .unwrap_or(false)
 }
 
 fn is_dir(p: &Path) -> Option<bool> {
@@ -1750,13 +1938,31 @@ fn oracle_step(w: &World, op: &Op) -> Result<Expect, String> {
         return Ok(Some((Err(libc::EPERM), "reserved name (S8)".into())));
     }
     let r = apply(root, op);
+    if r == Err(libc::EPERM) {
+        if let Some(e) = type_errno(root, op) {
+            return Ok(Some((
+                Err(e),
+                "the kernel checks types before protections, which a FUSE inode cannot carry"
+                    .into(),
+            )));
+        }
+    }
     let Op::Rename { from, to, flags } = op else {
         return Ok(Some((r, String::new())));
     };
     if r != Err(libc::EXDEV) {
         return Ok(Some((r, String::new())));
     }
-    // overlayfs refuses to move a lower/merged directory; stratafs does it (S16).
+    // overlayfs refuses to move a lower/merged directory; stratafs does it (S16). An mv
+    // would stop halfway at an immutable or append-only entry: no oracle for that case.
+    let moved = if *flags == libc::RENAME_EXCHANGE {
+        vec![from, to]
+    } else {
+        vec![from]
+    };
+    if moved.iter().any(|m| has_protected(&root.join(m))) {
+        return Ok(None);
+    }
     if COUNTING.with(|c| c.get()) {
         EMULATED.fetch_add(1, Ordering::Relaxed);
     }
@@ -1940,8 +2146,8 @@ const BASE_SEED: u64 = 0x57AA_0000;
 
 /// Per op kind: how many ran and how many of them failed (alike on both sides), in the
 /// generated sequences (not in shrinking replays).
-static OPS_RUN: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
-static OPS_ERR: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static OPS_RUN: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()];
+static OPS_ERR: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()];
 /// Renames overlayfs answered EXDEV to, emulated on the oracle.
 static EMULATED: AtomicU64 = AtomicU64::new(0);
 

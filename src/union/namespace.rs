@@ -248,6 +248,9 @@ impl Union {
         let pdir = self.dir_view(&pnode)?;
         let ppath = pdir.path.clone();
         let r = self.resolve_child(&pdir, name)?.ok_or(Errno::ENOENT)?;
+        // Protections come before the type checks, as in the VFS's may_delete.
+        self.check_dir(&pdir, Change::RemoveFrom)?;
+        self.check_entry(&pdir, name, &r, Change::Name)?;
         let is_dir = r.kind() == libc::S_IFDIR;
         if dir && !is_dir {
             return Err(Errno::ENOTDIR);
@@ -256,8 +259,6 @@ impl Union {
             return Err(Errno::EISDIR);
         }
         let cpath = super::join(&ppath, name);
-        self.check_dir(&pdir, Change::RemoveFrom)?;
-        self.check_entry(&pdir, name, &r, Change::Name)?;
         if dir && !self.merged_is_empty(&pdir.child(name, &r))? {
             return Err(Errno::ENOTEMPTY);
         }
@@ -368,11 +369,24 @@ impl Union {
             }
         }
         let dst_no = dst.as_ref().map(|d| self.number_of(d));
+        match &dst {
+            Some(_) if flags & sys::RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
+            None if exchange => return Err(Errno::ENOENT),
+            _ => {}
+        }
+        // Protections come before the type checks, as in the VFS's may_delete.
+        self.check_dir(&pdir, Change::RemoveFrom)?;
+        self.check_entry(&pdir, name, &src, Change::Name)?;
+        self.check_dir(&npdir, Change::CreateIn)?;
+        if let Some(d) = &dst {
+            self.check_dir(&npdir, Change::RemoveFrom)?;
+            self.check_entry(&npdir, newname, d, Change::Name)?;
+            if exchange {
+                self.check_dir(&pdir, Change::CreateIn)?;
+            }
+        }
         if let Some(d) = &dst {
             let dst_dir = d.kind() == libc::S_IFDIR;
-            if flags & sys::RENAME_NOREPLACE != 0 {
-                return Err(Errno::EEXIST);
-            }
             if !exchange {
                 if src_dir && !dst_dir {
                     return Err(Errno::ENOTDIR);
@@ -383,18 +397,6 @@ impl Union {
                 if dst_dir && !self.merged_is_empty(&npdir.child(newname, d))? {
                     return Err(Errno::ENOTEMPTY);
                 }
-            }
-        } else if exchange {
-            return Err(Errno::ENOENT);
-        }
-        self.check_dir(&pdir, Change::RemoveFrom)?;
-        self.check_entry(&pdir, name, &src, Change::Name)?;
-        self.check_dir(&npdir, Change::CreateIn)?;
-        if let Some(d) = &dst {
-            self.check_dir(&npdir, Change::RemoveFrom)?;
-            self.check_entry(&npdir, newname, d, Change::Name)?;
-            if exchange {
-                self.check_dir(&pdir, Change::CreateIn)?;
             }
         }
 

@@ -216,12 +216,13 @@ impl Union {
         if s.kind != libc::S_IFREG && s.kind != libc::S_IFDIR {
             return Err(Errno(libc::ENOTTY));
         }
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
         let fd = if path.is_empty() {
+            // Through the fd's magic link, which O_NOFOLLOW would refuse.
             sys::reopen(self.layers.layers[layer].fd(), flags)?
         } else {
             let (dfd, name) = self.parent_fd(layer, &path)?;
-            sys::openat(dfd.as_fd(), name, flags, 0)?
+            sys::openat(dfd.as_fd(), name, flags | libc::O_NOFOLLOW, 0)?
         };
         Ok((fd, layer))
     }
