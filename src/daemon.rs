@@ -239,13 +239,11 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             return 1;
         }
     };
-    // -o timeout= sets both; by default attributes live 1 s and names an hour (names only
-    // change through this mount, which the kernel sees).
-    let ttl = Duration::from_secs_f64(req.opts.timeout_secs.unwrap_or(1.0));
-    let entry_ttl = match req.opts.timeout_secs {
-        Some(_) => ttl,
-        None => Duration::from_secs(3600),
-    };
+    // -o timeout= sets both; by default names, misses and attributes live an hour: every
+    // change goes through this mount, which the kernel sees, or is one the union tells the
+    // kernel about (and files open for writing never have their attributes cached).
+    let ttl = Duration::from_secs_f64(req.opts.timeout_secs.unwrap_or(3600.0));
+    let entry_ttl = ttl;
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();

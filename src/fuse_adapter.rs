@@ -230,9 +230,7 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.union.lookup(parent.0, name) {
-            Ok(a) => {
-                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &file_attr(&a), Generation(0))
-            }
+            Ok(a) => self.entry(reply, Ok(a)),
             Err(Errno::ENOENT) if !self.entry_ttl.is_zero() => {
                 // A negative entry: names only appear through this mount, which the
                 // kernel sees, so the miss can be cached.

@@ -254,8 +254,10 @@ impl Union {
         self.copy_up_as(node, mode)
     }
 
-    /// Records a new upper copy of the object `number` (identity and layer).
+    /// Records a new upper copy of the object `number` (identity and layer), and tells the
+    /// kernel its attributes changed (a copy has its own ctime and blocks).
     pub(super) fn adopt_copy(&self, number: u64, upper_st: &Stat) {
+        self.attributes_changed(number);
         self.inodes
             .alias_identity(upper_st.st_dev, upper_st.st_ino, number);
         if let Some(n) = self.inodes.get(number) {

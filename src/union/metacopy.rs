@@ -114,6 +114,7 @@ impl Union {
             Err(e) => return Err(e),
         }
         node.state.lock().data = None;
+        self.attributes_changed(node.ino);
         self.files.retarget(node.ino, || {
             sys::openat(udir.as_fd(), name, libc::O_RDONLY, 0)
         })

@@ -216,7 +216,7 @@ impl Union {
     }
 
     /// Tells the kernel that the attributes of `ino` changed behind its back.
-    fn attributes_changed(&self, ino: u64) {
+    pub(super) fn attributes_changed(&self, ino: u64) {
         if let Some(k) = self.kernel_cache.get() {
             k.attributes_changed(ino);
         }

@@ -260,7 +260,9 @@ impl Union {
             return sys::set_flags(fd.as_fd(), flags);
         }
         sys::set_flags(fd.as_fd(), flags & !prot_bits)?;
-        record(XTarget::Fd(fd.as_fd()), Protection::from_flags(flags))
+        record(XTarget::Fd(fd.as_fd()), Protection::from_flags(flags))?;
+        self.attributes_changed(ino);
+        Ok(())
     }
 
     /// FS_IOC_FSGETXATTR of the merged view.
@@ -286,7 +288,9 @@ impl Union {
             ..x
         };
         sys::fs_set_xattr(fd.as_fd(), &real)?;
-        record(XTarget::Fd(fd.as_fd()), Protection::from_xflags(x.xflags))
+        record(XTarget::Fd(fd.as_fd()), Protection::from_xflags(x.xflags))?;
+        self.attributes_changed(ino);
+        Ok(())
     }
 }
 
