@@ -12,6 +12,9 @@ pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_NAME: &str = ".wh..wh..opq";
 /// Marks a metadata-only upper copy and names where its data is (`-o metacopy=on`).
 pub const METACOPY_XATTR: &str = "trusted.stratafs.metacopy";
+/// On an upper copy: the inode number of the object it was copied up from (decimal), so
+/// that the object keeps its number across remounts (see `union::inodes`).
+pub const INO_XATTR: &str = "trusted.stratafs.ino";
 const OVL_WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
 const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
@@ -229,6 +232,7 @@ mod tests {
         assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
         assert!(is_private_xattr(OsStr::new("user.overlay.whiteout")));
         assert!(is_private_xattr(OsStr::new("trusted.stratafs.origin")));
+        assert!(is_private_xattr(OsStr::new(INO_XATTR)));
         assert!(!is_private_xattr(OsStr::new("user.mime_type")));
         assert!(!is_private_xattr(OsStr::new("security.capability")));
     }

@@ -1,7 +1,8 @@
 //! Copy-up (S10-S12): the first change to an object of a lower layer copies it into the
 //! upper. The copy is built in the workdir and renamed into place, so a crash leaves the
 //! old view or the whole new object. Data is reflinked where the filesystem can, else
-//! copied extent by extent so holes stay holes; an O_TRUNC open copies no data.
+//! copied extent by extent so holes stay holes; an O_TRUNC open copies no data. The copy
+//! records the object's inode number (`whiteout::INO_XATTR`), which it keeps for good.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -126,6 +127,28 @@ fn copy_carried_flags(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
     }
 }
 
+/// Records on a copy being built the inode number of the object it copies, so that a later
+/// mount gives the copy its origin's number (see `inodes`). A number that would not mean
+/// the same at the next mount is not recorded. Best effort: a copy the upper refuses the
+/// xattr (no trusted.* names, no room) is still a good copy, it only gets a number of its
+/// own after a remount.
+fn record_number(t: XTarget<'_>, number: u64) {
+    if super::inodes::is_stable_number(number) {
+        let v = number.to_string();
+        let _ = sys::setxattr(t, OsStr::new(whiteout::INO_XATTR), v.as_bytes(), 0);
+    }
+}
+
+/// The inode number recorded on the upper object `name` in `dir` by its copy-up.
+pub(super) fn recorded_number(dir: BorrowedFd<'_>, name: &OsStr) -> Option<u64> {
+    let v = sys::getxattr(XTarget::At(dir, name), OsStr::new(whiteout::INO_XATTR)).ok()?;
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(&v).ok()?.parse().ok()?;
+    super::inodes::is_stable_number(n).then_some(n)
+}
+
 fn time_of(sec: i64, nsec: i64) -> sys::TimeSpec {
     Some(Some((sec, nsec)))
 }
@@ -172,7 +195,8 @@ impl Union {
         } else {
             mode
         };
-        let (src_st, upper_st) = self.copy_up_path(&path, s.layer, &s.lower_path, mode)?;
+        let (src_st, upper_st) =
+            self.copy_up_path(&path, s.layer, &s.lower_path, mode, node.ino)?;
         self.adopt_copy(node.ino, &upper_st);
         if let Some(origin) = self.metacopy_origin_of(&upper_st, &path) {
             node.state.lock().data = Some(origin);
@@ -270,13 +294,15 @@ impl Union {
     }
 
     /// Copies the object at `path` from layer `src` into the upper, whose parent dir must
-    /// exist. Returns the stat of the new upper object.
+    /// exist; the copy records the object's inode `number`. Returns the stat of the source
+    /// and of the new upper object.
     pub(super) fn copy_up_path(
         &self,
         path: &OsStr,
         src: usize,
         src_path: &OsStr,
         mode: CopyMode,
+        number: u64,
     ) -> SysResult<(Stat, Stat)> {
         let work = self.layers.work.as_ref().ok_or(Errno::EROFS)?.as_fd();
         let (sdir, sname) = self.parent_fd(src, src_path)?;
@@ -329,6 +355,7 @@ impl Union {
             }
             sys::fchownat(work, &tmp, st.st_uid, st.st_gid)?;
             copy_xattrs(XTarget::At(sdir, sname), XTarget::At(work, &tmp))?;
+            record_number(XTarget::At(work, &tmp), number);
             if protection.any() {
                 protect::record(XTarget::At(work, &tmp), protection)?;
             }
@@ -341,9 +368,17 @@ impl Union {
                 time_of(st.st_atime, st.st_atime_nsec),
                 time_of(st.st_mtime, st.st_mtime_nsec),
             )?;
+            // The copy is the object's before anyone can look it up: a lookup racing with
+            // the rename must not number it on its own.
+            let built = sys::fstatat(work, &tmp)?;
+            self.inodes
+                .alias_identity(built.st_dev, built.st_ino, number);
             sys::renameat2(work, &tmp, udir, name, sys::RENAME_NOREPLACE)
         };
         if let Err(e) = build() {
+            if let Ok(st) = sys::fstatat(work, &tmp) {
+                self.inodes.drop_identity_of(st.st_dev, st.st_ino, number);
+            }
             let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
             return Err(e);
         }
@@ -421,8 +456,9 @@ impl Union {
                 }
             }
         }
-        let (_, ust) = self.copy_up_path(&child, r.layer, &r.lower_path, CopyMode::Data)?;
-        self.adopt_copy(self.number_of(r), &ust);
+        let number = self.number_of(r, &dir.path, name);
+        let (_, ust) = self.copy_up_path(&child, r.layer, &r.lower_path, CopyMode::Data, number)?;
+        self.adopt_copy(number, &ust);
         if hard_link {
             let udir = self.dir_fd(0, &dir.path)?;
             let copy = sys::openat(udir.as_fd(), name, libc::O_PATH, 0)?;

@@ -1,8 +1,39 @@
 //! The inode table: one `Node` per object the kernel knows, with the names it is known by,
 //! the layer holding its current copy and, for directories, the layers that merge into it.
-//! Inode numbers are stable for the life of the mount (S13): an identity map from the
-//! on-disk (dev, ino) of every copy an object has had to our number outlives `forget`.
+//!
+//! Inode numbers (S13) are stable for the life of the mount and across remounts of the
+//! same layers (issue 10, item 7: `git update-index --refresh`, remount, and `git
+//! diff-files` must find nothing changed, as on overlayfs). fuser uses our number both as
+//! the FUSE node id and as st_ino, so it must also be unique among the live objects of the
+//! mount; the root is always `ROOT_INO`. A number is derived from the real object, as
+//! overlayfs's xino composes it:
+//! - an object of a layer: `(fs index << 56) | real st_ino`, where each distinct st_dev
+//!   among the layers gets an index in layer order (upper, init layer, lowers). With every
+//!   layer on one filesystem (index 0) this is the real inode number itself.
+//! - an upper copy keeps the number of the object it was copied up from, as overlayfs's
+//!   copies keep their origin's: copy-up writes it into the private xattr
+//!   `whiteout::INO_XATTR` while the copy is still in the workdir (no copy is published
+//!   without it), and the first lookup of an upper object that carries it uses it.
+//!
+//! The layers are the same at the next mount, so the same numbers come out. Uniqueness
+//! goes first: a number is taken only if no other identity holds it and no live node has
+//! it; failing that the object's own composed number is tried, then one from the reserved
+//! range (top bit set, a counter): unique, stable for the mount, not across mounts. That
+//! fallback covers the root's 1, real inode numbers of 56 bits or more, filesystems not
+//! among the layers' roots (a submount inside a layer) or beyond the 128th, and true
+//! collisions: a disk inode reused (ext4 does) while the kernel still holds the removed
+//! object, e.g. open and unlinked; a lower hard link one of whose names was copied up in
+//! an earlier mount (the copy carries the origin's number and the other name, still lower,
+//! composes the same one: two objects now, the first looked up keeps the number).
+//!
+//! The identity map ((dev, ino) of every copy an object has had -> its number) outlives
+//! `forget`; its reverse (number -> how many identities hold it) finds collisions. A new
+//! object never inherits a mapping (create drops it first), removals drop exactly their
+//! own, and a number is checked against the live nodes before it is handed out again, so
+//! two live objects never share one.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +42,51 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 pub const ROOT_INO: u64 = 1;
+
+/// Where the fs index sits in a composed number; real inode numbers must fit below it.
+const FS_SHIFT: u32 = 56;
+/// Indices 0..=127: a composed number never reaches the reserved range.
+const MAX_FS_INDEX: usize = 127;
+/// First number of the reserved range (unique, not stable).
+const RESERVED: u64 = 1 << 63;
+
+/// Whether `number` can be recorded on a copy and mean the same at the next mount: not the
+/// root's, not from the reserved range.
+pub fn is_stable_number(number: u64) -> bool {
+    number != ROOT_INO && number != 0 && number < RESERVED
+}
+
+/// The identity map and its reverse, changed together under one lock.
+#[derive(Debug, Default)]
+struct Identities {
+    by_key: HashMap<(u64, u64), u64>,
+    /// number -> how many identities map to it (an object's copies share its number).
+    holders: HashMap<u64, u32>,
+}
+
+impl Identities {
+    fn set(&mut self, key: (u64, u64), number: u64) {
+        if let Some(old) = self.by_key.insert(key, number) {
+            self.release(old);
+        }
+        *self.holders.entry(number).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, key: (u64, u64)) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.release(old);
+        }
+    }
+
+    fn release(&mut self, number: u64) {
+        if let Entry::Occupied(mut e) = self.holders.entry(number) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct NodeState {
@@ -60,19 +136,31 @@ impl Node {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InodeTable {
     nodes: DashMap<u64, Arc<Node>>,
-    identity: DashMap<(u64, u64), u64>,
-    next: AtomicU64,
+    ids: Mutex<Identities>,
+    /// The next number of the reserved range.
+    next_reserved: AtomicU64,
+    /// The st_dev of each filesystem among the layers, in layer order: a position here is
+    /// the fs index of a composed number.
+    devs: Vec<u64>,
 }
 
 impl InodeTable {
-    pub fn new(root: NodeState) -> InodeTable {
+    /// The table for a mount whose layers' roots have these st_dev, top layer first.
+    pub fn new(root: NodeState, layer_devs: impl IntoIterator<Item = u64>) -> InodeTable {
+        let mut devs = Vec::new();
+        for d in layer_devs {
+            if !devs.contains(&d) {
+                devs.push(d);
+            }
+        }
         let t = InodeTable {
             nodes: DashMap::new(),
-            identity: DashMap::new(),
-            next: AtomicU64::new(ROOT_INO + 1),
+            ids: Mutex::new(Identities::default()),
+            next_reserved: AtomicU64::new(RESERVED),
+            devs,
         };
         t.nodes.insert(
             ROOT_INO,
@@ -90,28 +178,54 @@ impl InodeTable {
         self.nodes.get(&ino).map(|n| n.value().clone())
     }
 
-    /// Our inode number for an on-disk object, allocating one the first time.
-    pub fn number_for(&self, dev: u64, ino: u64) -> u64 {
-        *self
-            .identity
-            .entry((dev, ino))
-            .or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed))
+    /// The number composed from an on-disk identity, when it has one (see the header).
+    fn composed(&self, dev: u64, ino: u64) -> Option<u64> {
+        let index = self.devs.iter().position(|d| *d == dev)?;
+        (index <= MAX_FS_INDEX && ino >> FS_SHIFT == 0).then_some((index as u64) << FS_SHIFT | ino)
+    }
+
+    /// Our number for an on-disk object, if it has one already.
+    pub fn known(&self, dev: u64, ino: u64) -> Option<u64> {
+        self.ids.lock().by_key.get(&(dev, ino)).copied()
+    }
+
+    /// Our number for an on-disk object, given one the first time it is seen: `recorded`
+    /// (the number an upper copy carries) if free, else its composed number if free, else
+    /// a reserved one. Free: held by no other identity and by no live node (a node whose
+    /// identity was dropped is a removed object the kernel still holds).
+    pub fn claim(&self, dev: u64, ino: u64, recorded: Option<u64>) -> u64 {
+        let mut ids = self.ids.lock();
+        if let Some(n) = ids.by_key.get(&(dev, ino)) {
+            return *n;
+        }
+        let free = |n: &u64| {
+            is_stable_number(*n) && !ids.holders.contains_key(n) && !self.nodes.contains_key(n)
+        };
+        let number = recorded
+            .filter(free)
+            .or_else(|| self.composed(dev, ino).filter(free))
+            .unwrap_or_else(|| self.next_reserved.fetch_add(1, Ordering::Relaxed));
+        ids.set((dev, ino), number);
+        number
     }
 
     /// Records that the on-disk object (dev, ino) is a new copy of our inode `number`.
     pub fn alias_identity(&self, dev: u64, ino: u64, number: u64) {
-        self.identity.insert((dev, ino), number);
+        self.ids.lock().set((dev, ino), number);
     }
 
-    /// The on-disk object is gone: a new object there must not inherit the number.
     /// The object `number` at (dev, ino) is gone; a mapping made since for a new object
     /// reusing the disk inode is kept.
     pub fn drop_identity_of(&self, dev: u64, ino: u64, number: u64) {
-        self.identity.remove_if(&(dev, ino), |_, n| *n == number);
+        let mut ids = self.ids.lock();
+        if ids.by_key.get(&(dev, ino)) == Some(&number) {
+            ids.remove((dev, ino));
+        }
     }
 
+    /// The on-disk object is new: whatever number its disk inode had is not its own.
     pub fn drop_identity(&self, dev: u64, ino: u64) {
-        self.identity.remove(&(dev, ino));
+        self.ids.lock().remove((dev, ino));
     }
 
     /// Finds or creates the node `number` and counts one kernel lookup of it, updating its
@@ -177,5 +291,86 @@ impl InodeTable {
             s.names.insert(0, to);
             s.unlinked = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(kind: u32) -> NodeState {
+        NodeState {
+            kind,
+            names: vec![(ROOT_INO, OsString::from("x"))],
+            layer: 0,
+            dir_layers: Vec::new(),
+            unlinked: false,
+            data: None,
+            lower_path: OsString::new(),
+        }
+    }
+
+    /// Upper on dev 10, lowers on dev 10 and dev 20.
+    fn table() -> InodeTable {
+        InodeTable::new(state(libc::S_IFDIR), [10, 10, 20])
+    }
+
+    #[test]
+    fn numbers_are_composed_from_the_real_object() {
+        let t = table();
+        assert_eq!(t.claim(10, 500, None), 500);
+        assert_eq!(t.claim(20, 500, None), 1 << 56 | 500);
+        // Known identities keep their number; a recorded one does not change it.
+        assert_eq!(t.claim(10, 500, Some(77)), 500);
+        assert_eq!(t.known(20, 500), Some(1 << 56 | 500));
+        // Not composable: another filesystem, a 56-bit inode number, the root's 1.
+        assert!(t.claim(30, 5, None) >= RESERVED);
+        assert!(t.claim(10, 1 << 56, None) >= RESERVED);
+        assert!(t.claim(10, ROOT_INO, None) >= RESERVED);
+    }
+
+    #[test]
+    fn a_copy_takes_its_recorded_number_when_free() {
+        let t = table();
+        assert_eq!(t.claim(10, 900, Some(1 << 56 | 42)), 1 << 56 | 42);
+        // The lower object that composes the same number is another object now.
+        let other = t.claim(20, 42, None);
+        assert!(other >= RESERVED);
+        // Taken recorded number: the copy's own composed number.
+        assert_eq!(t.claim(10, 901, Some(1 << 56 | 42)), 901);
+        // Reserved numbers are never recorded, nor taken from a record.
+        assert!(!is_stable_number(other));
+    }
+
+    #[test]
+    fn a_live_node_keeps_its_number_from_a_reused_disk_inode() {
+        let t = table();
+        let n = t.claim(10, 600, None);
+        t.upsert_lookup(n, state(libc::S_IFREG));
+        // Removed while the kernel holds it; a new object gets the disk inode.
+        t.drop_identity_of(10, 600, n);
+        t.drop_identity(10, 600);
+        let fresh = t.claim(10, 600, None);
+        assert_ne!(fresh, n);
+        // The old one's late drop leaves the new mapping alone.
+        t.drop_identity_of(10, 600, n);
+        assert_eq!(t.known(10, 600), Some(fresh));
+        // Once the kernel forgot it, the number is free again.
+        t.forget(n, 1);
+        t.drop_identity(10, 600);
+        assert_eq!(t.claim(10, 600, None), n);
+    }
+
+    #[test]
+    fn aliases_hold_a_number_until_all_are_dropped() {
+        let t = table();
+        let n = t.claim(20, 7, None);
+        t.alias_identity(10, 800, n);
+        assert_eq!(t.known(10, 800), Some(n));
+        t.drop_identity_of(20, 7, n);
+        // Still held by the copy: a record of it elsewhere does not get it.
+        assert_ne!(t.claim(10, 801, Some(n)), n);
+        t.drop_identity_of(10, 800, n);
+        assert_eq!(t.claim(10, 802, Some(n)), n);
     }
 }

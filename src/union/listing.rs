@@ -117,7 +117,16 @@ impl Union {
                     }
                     kind = Some(st.st_mode & libc::S_IFMT);
                 }
-                let ino = self.inodes.number_for(dev, e.ino);
+                // As a lookup numbers it (an upper copy takes its recorded number), so
+                // that d_ino is st_ino.
+                let ino = self.inodes.known(dev, e.ino).unwrap_or_else(|| {
+                    let recorded = if is_upper {
+                        super::copyup::recorded_number(d, &e.name)
+                    } else {
+                        None
+                    };
+                    self.inodes.claim(dev, e.ino, recorded)
+                });
                 decided.insert(e.name.clone());
                 out.push(ListEntry {
                     name: e.name,

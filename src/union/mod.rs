@@ -187,7 +187,7 @@ impl Union {
             lower_path: OsString::new(),
         };
         let root_st = sys::fstat(layers.layers[0].fd())?;
-        let inodes = InodeTable::new(root);
+        let inodes = InodeTable::new(root, layers.layers.iter().map(|l| l.dev));
         let marker = layers.workdir.as_ref().is_some_and(|w| {
             sys::fstatat(w.as_fd(), OsStr::new(metacopy::METACOPY_MARKER)).is_ok()
         });
@@ -537,19 +537,30 @@ impl Union {
             let dir = self.dir_view(&pnode)?;
             r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;
         }
-        Ok(self.register(parent, name, r))
+        Ok(self.register(parent, &dir.path, name, r))
     }
 
-    /// Our inode number for a resolved entry: keyed by its on-disk identity, so the names
-    /// of a hard link share one inode.
-    fn number_of(&self, r: &Resolved) -> u64 {
-        self.inodes.number_for(r.st.st_dev, r.st.st_ino)
+    /// Our inode number for the entry `name` of the merged dir at `dir`, resolved as `r`:
+    /// keyed by its on-disk identity, so the names of a hard link share one inode. Seen
+    /// for the first time, an upper object takes the number its copy-up recorded.
+    fn number_of(&self, r: &Resolved, dir: &OsStr, name: &OsStr) -> u64 {
+        let (dev, ino) = (r.st.st_dev, r.st.st_ino);
+        self.inodes.known(dev, ino).unwrap_or_else(|| {
+            let recorded = if self.is_upper(r.layer) {
+                let udir = self.dir_fd(0, dir).ok();
+                udir.and_then(|d| copyup::recorded_number(d.as_fd(), name))
+            } else {
+                None
+            };
+            self.inodes.claim(dev, ino, recorded)
+        })
     }
 
-    /// Enters a resolved object in the inode table (one kernel reference).
-    fn register(&self, parent: u64, name: &OsStr, r: Resolved) -> Attr {
+    /// Enters a resolved object (the entry `name` of the merged dir at `dir`) in the inode
+    /// table (one kernel reference).
+    fn register(&self, parent: u64, dir: &OsStr, name: &OsStr, r: Resolved) -> Attr {
         let kind = r.kind();
-        let mut number = self.number_of(&r);
+        let mut number = self.number_of(&r, dir, name);
         if self
             .inodes
             .get(number)
@@ -557,8 +568,9 @@ impl Union {
         {
             // The disk inode was reused by an object of another type while the kernel
             // still holds the old one: the new object gets a number of its own.
-            self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
-            number = self.number_of(&r);
+            self.inodes
+                .drop_identity_of(r.st.st_dev, r.st.st_ino, number);
+            number = self.number_of(&r, dir, name);
         }
         self.inodes.upsert_lookup(
             number,

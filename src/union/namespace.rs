@@ -199,9 +199,11 @@ impl Union {
         self.dircache.note_dir_created();
         self.index.invalidate(parent);
         // A new object: whatever number its disk inode had (an object removed a moment
-        // ago, whose remover has not dropped it yet) is not its own.
+        // ago, whose remover has not dropped it yet) is not its own, and it carries no
+        // recorded one.
         let st = sys::fstatat(d, name)?;
         self.inodes.drop_identity(st.st_dev, st.st_ino);
+        self.inodes.claim(st.st_dev, st.st_ino, None);
         let attr = self.lookup_locked(parent, name)?;
         Ok((attr, file))
     }
@@ -267,7 +269,7 @@ impl Union {
         let d = udir.as_fd();
         let need_whiteout = self.shown_below(&self.dir_view(&pnode)?, name)?;
         let in_upper = r.layer == 0;
-        let number = self.number_of(&r);
+        let number = self.number_of(&r, &ppath, name);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
         self.index.invalidate(parent);
         if is_dir {
@@ -343,7 +345,7 @@ impl Union {
         let src = self.resolve_child(&pdir, name)?.ok_or(Errno::ENOENT)?;
         let dst = self.resolve_child(&npdir, newname)?;
         let src_dir = src.kind() == libc::S_IFDIR;
-        let src_no = self.number_of(&src);
+        let src_no = self.number_of(&src, &ppath, name);
         let exchange = flags & sys::RENAME_EXCHANGE != 0;
         if parent == newparent && name == newname {
             return if dst.is_some() || !exchange {
@@ -368,7 +370,7 @@ impl Union {
                     .ok_or(Errno::ENOENT)?;
             }
         }
-        let dst_no = dst.as_ref().map(|d| self.number_of(d));
+        let dst_no = dst.as_ref().map(|d| self.number_of(d, &nppath, newname));
         match &dst {
             Some(_) if flags & sys::RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
             None if exchange => return Err(Errno::ENOENT),
