@@ -341,7 +341,9 @@ fn unreadable_lower_dir_fails_on_that_path_only() {
     layers.put(0, "merged/x", "x\n");
     layers.put(1, "merged/y", "y\n");
     layers.put(1, "other/z", "z\n");
-    let opts = layers.opts();
+    // The lowers change beneath the live mount here: the kernel sees that once its cache
+    // times out (`timeout=`, an hour by default), so the test asks for 1 s.
+    let opts = format!("{},timeout=1", layers.opts());
     let out = Command::new("setpriv")
         .arg("--bounding-set=-dac_override,-dac_read_search")
         .arg(bin())
@@ -364,7 +366,7 @@ fn unreadable_lower_dir_fails_on_that_path_only() {
     assert_eq!(list_result(&m("merged")), Ok(vec!["x".into(), "y".into()]));
 
     // Underneath, while mounted: the dir becomes unreadable. Wait out the kernel's entry
-    // and attribute cache (timeout=1 s by default).
+    // and attribute cache (timeout=1 s).
     common::chmod(&layers.lower(0, "secret"), 0o000);
     common::chmod(&layers.lower(1, "merged"), 0o000);
     std::thread::sleep(Duration::from_millis(1300));
@@ -442,7 +444,8 @@ fn unreadable_lower_dir_as_an_unprivileged_user() {
     common::chmod(layers.tmp.path(), 0o755);
     layers.put(0, "secret/a", "secret a\n");
     layers.put(0, "open/b", "open b\n");
-    let _m = layers.mount("allow_other,default_permissions");
+    // The lower changes beneath the live mount: seen once the kernel's cache times out.
+    let _m = layers.mount("allow_other,default_permissions,timeout=1");
     let (ok, err) = as_nobody("cat", &[&layers.m("secret/a")]);
     assert!(ok, "nobody reads secret/a before the chmod: {err}");
     common::chmod(&layers.lower(0, "secret"), 0o000);

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
 
 use super::{DirView, Resolved, Union};
 use crate::sys::{self, Errno, SysResult};
@@ -24,6 +23,44 @@ pub struct ListEntry {
     pub kind: u32,
     /// The top-most layer showing it.
     pub layer: usize,
+    /// Its directory offset (see `cookie`); listings are sorted by it.
+    pub cookie: u64,
+}
+
+/// Offsets 1 and 2 are "." and ".."; 0 is the start.
+const DOT_COOKIES: [u64; 2] = [1, 2];
+
+/// The directory offset of a name: derived from the name alone (as ext4's hash cookies),
+/// so an offset stays valid whatever happens to the directory, and a listing resumed from
+/// another snapshot (the kernel's cached one, or one taken after a change) neither repeats
+/// nor skips the names both hold. FNV-1a, kept below 2^62 and above the dots.
+fn cookie(name: &OsStr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 2).max(DOT_COOKIES[1] + 1)
+}
+
+/// Where a listing of the two dots and `entries` resumes after `offset`: the position of
+/// the first entry whose cookie is above it.
+fn resume_at(entries: &[ListEntry], offset: u64) -> usize {
+    match offset {
+        0..=2 => offset as usize,
+        _ => 2 + entries.partition_point(|e| e.cookie <= offset),
+    }
+}
+
+/// Sorts a listing by offset; a name whose cookie collides with the one before takes the
+/// next free value (two names in 2^62: no real directory has that).
+fn order_by_cookie(entries: &mut [ListEntry]) {
+    entries.sort_by_key(|e| e.cookie);
+    for i in 1..entries.len() {
+        if entries[i].cookie <= entries[i - 1].cookie {
+            entries[i].cookie = entries[i - 1].cookie + 1;
+        }
+    }
 }
 
 fn dtype_kind(d: u8) -> Option<u32> {
@@ -39,35 +76,29 @@ fn dtype_kind(d: u8) -> Option<u32> {
     })
 }
 
+/// An open directory. It holds no listing of its own: every read is served from the
+/// directory's current listing, resumed after the offset's name cookie. The kernel tags
+/// the listing it caches with the directory's version as of the read at offset 0, so that
+/// read must never return a listing older than the read itself.
 struct DirHandle {
     ino: u64,
     /// The directory's top-most copy as it was opened: an open directory keeps answering
     /// fstat after its name is removed or replaced.
     fd: Option<Arc<OwnedFd>>,
-    /// "." and "..".
-    dots: [ListEntry; 2],
-    /// The merged listing, shared with the directory's listing cache.
-    entries: Arc<Vec<ListEntry>>,
-    served: bool,
 }
 
 #[derive(Default)]
 pub struct DirHandles {
-    map: DashMap<u64, Arc<Mutex<DirHandle>>>,
+    map: DashMap<u64, Arc<DirHandle>>,
     next: AtomicU64,
 }
 
 impl DirHandles {
     /// The descriptor of some open handle of the directory `ino`.
     pub fn fd_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
-        self.map.iter().find_map(|h| {
-            let h = h.lock();
-            if h.ino == ino {
-                h.fd.clone()
-            } else {
-                None
-            }
-        })
+        self.map
+            .iter()
+            .find_map(|h| if h.ino == ino { h.fd.clone() } else { None })
     }
 }
 
@@ -129,6 +160,7 @@ impl Union {
                 });
                 decided.insert(e.name.clone());
                 out.push(ListEntry {
+                    cookie: cookie(&e.name),
                     name: e.name,
                     ino,
                     kind: kind.unwrap_or(libc::S_IFREG),
@@ -137,6 +169,7 @@ impl Union {
             }
             decided.extend(hidden_below);
         }
+        order_by_cookie(&mut out);
         Ok(out)
     }
 
@@ -163,13 +196,17 @@ impl Union {
             .first()
             .map(|(p, _)| *p)
             .unwrap_or(ino);
-        let dot = |name: &str, ino: u64| ListEntry {
+        let dot = |name: &str, ino: u64, cookie: u64| ListEntry {
             name: name.into(),
             ino,
             kind: libc::S_IFDIR,
             layer: 0,
+            cookie,
         };
-        let dots = [dot(".", ino), dot("..", parent)];
+        let dots = [
+            dot(".", ino, DOT_COOKIES[0]),
+            dot("..", parent, DOT_COOKIES[1]),
+        ];
         if let Some(cached) = self.index.get(ino) {
             // The cached listing stands for the layer dirs: they must still be readable
             // (a lower made unreadable underneath answers EACCES here, as a fresh listing).
@@ -191,7 +228,8 @@ impl Union {
     }
 
     pub fn opendir(&self, ino: u64) -> SysResult<u64> {
-        let (dots, entries) = self.snapshot_dir(ino)?;
+        // Refused here, not at the first read, when a layer dir cannot be listed.
+        self.snapshot_dir(ino)?;
         let fd = {
             let _ns = self.ns.read();
             let dir = self.dir_view(&*self.node(ino)?)?;
@@ -200,22 +238,14 @@ impl Union {
                 .and_then(|&l| self.dir_fd(l, self.dir_path_in(&dir, l)).ok())
         };
         let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.dirs.map.insert(
-            fh,
-            Arc::new(Mutex::new(DirHandle {
-                ino,
-                fd,
-                dots,
-                entries,
-                served: false,
-            })),
-        );
+        self.dirs.map.insert(fh, Arc::new(DirHandle { ino, fd }));
         Ok(fh)
     }
 
-    /// Feeds entries from `offset` on to `add` (which gets the next offset and returns
-    /// true when its buffer is full); offsets are positions in the handle's snapshot. A read
-    /// at offset 0 after the snapshot was served (rewinddir) takes a fresh one.
+    /// Feeds the entries after `offset` to `add` (which gets each entry's offset and
+    /// returns true when its buffer is full), from the directory's current listing.
+    /// Offsets are name cookies, valid in any listing of the directory: a listing read in
+    /// pieces while names come and go neither repeats nor skips the names that stay.
     pub fn readdir(
         &self,
         fh: u64,
@@ -228,14 +258,10 @@ impl Union {
             .get(&fh)
             .map(|h| h.clone())
             .ok_or(Errno::EBADF)?;
-        let mut h = h.lock();
-        if offset == 0 && h.served {
-            (h.dots, h.entries) = self.snapshot_dir(h.ino)?;
-        }
-        h.served = true;
-        let all = h.dots.iter().chain(h.entries.iter());
-        for (i, e) in all.enumerate().skip(offset as usize) {
-            if add(i as u64 + 1, e) {
+        let (dots, entries) = self.snapshot_dir(h.ino)?;
+        let first = resume_at(&entries, offset);
+        for e in dots.iter().chain(entries.iter()).skip(first) {
+            if add(e.cookie, e) {
                 break;
             }
         }
@@ -249,5 +275,68 @@ impl Union {
     /// Whether the merged dir `dir` has no visible entries.
     pub(super) fn merged_is_empty(&self, dir: &DirView) -> SysResult<bool> {
         Ok(self.merged_list(dir)?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(names: &[&str]) -> Vec<ListEntry> {
+        let mut v: Vec<ListEntry> = names
+            .iter()
+            .map(|n| ListEntry {
+                name: (*n).into(),
+                ino: 0,
+                kind: libc::S_IFREG,
+                layer: 0,
+                cookie: cookie(OsStr::new(n)),
+            })
+            .collect();
+        order_by_cookie(&mut v);
+        v
+    }
+
+    fn names_after(entries: &[ListEntry], offset: u64) -> Vec<String> {
+        let first = resume_at(entries, offset).max(2) - 2;
+        entries[first..]
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_offset_resumes_in_any_snapshot_without_repeats_or_skips() {
+        let before = listing(&["a", "b", "c", "d", "e", "f"]);
+        // Read three names, then the directory changes: "b" goes, "x" comes.
+        let read: Vec<String> = before[..3]
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect();
+        let offset = before[2].cookie;
+        let after = listing(&["a", "c", "d", "e", "f", "x"]);
+        let rest = names_after(&after, offset);
+        let mut all = read.clone();
+        all.extend(rest.iter().cloned());
+        for kept in ["a", "c", "d", "e", "f"] {
+            assert_eq!(
+                all.iter().filter(|n| *n == kept).count(),
+                1,
+                "{kept}: {all:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookies_are_above_the_dots_and_unique() {
+        let v = listing(&["", ".x", "a", "b"]);
+        assert!(v
+            .iter()
+            .all(|e| e.cookie > DOT_COOKIES[1] && e.cookie < 1 << 62));
+        assert!(v.windows(2).all(|w| w[0].cookie < w[1].cookie));
+        assert_eq!(resume_at(&v, 0), 0);
+        assert_eq!(resume_at(&v, 1), 1);
+        assert_eq!(resume_at(&v, 2), 2);
+        assert_eq!(resume_at(&v, v[3].cookie), 6);
     }
 }
