@@ -32,7 +32,14 @@ pub struct StrataFs {
     io: IoModes,
     /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
     acls: bool,
+    /// Let the kernel keep directory listings across opens: with the default cache time.
+    /// A shorter `timeout=` asks for layers changed beneath the mount to show, and a
+    /// cached listing would not expire: every opendir then comes to the daemon.
+    cache_listings: bool,
 }
+
+/// The cache time from which directory listings are kept by the kernel.
+const LISTING_CACHE_FROM: Duration = Duration::from_secs(3600);
 
 impl StrataFs {
     pub fn new(
@@ -48,6 +55,7 @@ impl StrataFs {
             entry_ttl,
             io: IoModes::new(passthrough),
             acls,
+            cache_listings: entry_ttl >= LISTING_CACHE_FROM,
         }
     }
 }
@@ -208,6 +216,9 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_BIG_WRITES,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.cache_listings {
+            let _ = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         }
         if self.acls
             && config
@@ -484,14 +495,15 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // The kernel keeps the listing across opens and drops it when the directory
-        // changes (through this mount: the only way names change); offsets are name
-        // cookies, so a listing resumed from the daemon after a drop stays consistent.
-        match self.union.opendir(ino.0) {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+        // Directory handles are not needed (see Union::readdir). With listings cached,
+        // ENOSYS to the first opendir makes the kernel open directories itself from then
+        // on, with no request for opendir and releasedir, and keep their listings across
+        // opens (FUSE_NO_OPENDIR_SUPPORT: it defaults to FOPEN_CACHE_DIR|KEEP_CACHE).
+        if self.cache_listings {
+            return reply.error(FErrno::from_i32(libc::ENOSYS));
+        }
+        match self.union.check_listable(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -499,12 +511,12 @@ impl Filesystem for StrataFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.union.readdir(fh.0, offset, |next, e| {
+        let r = self.union.readdir(ino.0, offset, |next, e| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
         });
         match r {
@@ -517,11 +529,11 @@ impl Filesystem for StrataFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.union.readdir(fh.0, offset, |next, e| {
+        let r = self.union.readdir(ino.0, offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 // Not counted as lookups by the kernel: plain attributes only.
                 let a = match self.union.getattr(e.ino) {
@@ -560,18 +572,6 @@ impl Filesystem for StrataFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.union.releasedir(fh.0);
-        reply.ok();
     }
 
     fn fsyncdir(

@@ -15,7 +15,8 @@ fn layout(l: &Path) {
         "echo data > mm && echo data > mm2
          echo a > suid && chmod 4777 suid
          echo f > flagged && echo t > times
-         mkdir -p tree/sub && echo x > tree/sub/x && echo y > tree/y",
+         mkdir -p tree/sub && echo x > tree/sub/x && echo y > tree/y
+         mkdir -p ls/d && echo f > ls/f",
     );
 }
 
@@ -63,6 +64,27 @@ time.sleep(0.02)
 subprocess.run(['chattr', '+d', 'flagged'], check=True)
 print('ctime changed', os.stat('flagged').st_ctime_ns != before)
 ""#;
+
+/// Directory listings are kept by the kernel across opens: every change of names shows
+/// in the next listing, read through that cache right after the change.
+#[test]
+fn listings_show_every_change_at_once() {
+    same_as_overlayfs(
+        layout,
+        &[
+            root("ls -a ls; ls -a ls; ls -a ls/d"),
+            root("touch ls/new; ls -a ls"),
+            root("mv ls/new ls/moved; ls -a ls"),
+            root("mv ls/f ls/d/f; ls -a ls ls/d"),
+            root("ln ls/d/f ls/link; ln -s target ls/sym; mkfifo ls/fifo; ls -a ls"),
+            root("mkdir ls/sub; ls -a ls; rmdir ls/sub; ls -a ls"),
+            root("rm ls/moved ls/link; ls -a ls"),
+            root("mv ls/d ls/d2; ls -a ls ls/d2"),
+            root("mkdir ls/d; ls -a ls ls/d; touch ls/d/again; ls -a ls/d"),
+            root("cd ls && for i in $(seq 1 300); do touch n$i; done; ls | wc -l; rm n1*; ls | wc -l"),
+        ],
+    );
+}
 
 #[test]
 fn attributes_changed_behind_the_kernel_show_at_once() {

@@ -3,12 +3,9 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use dashmap::DashMap;
 
 use super::{DirView, Resolved, Union};
 use crate::sys::{self, Errno, SysResult};
@@ -74,32 +71,6 @@ fn dtype_kind(d: u8) -> Option<u32> {
         libc::DT_BLK => libc::S_IFBLK,
         _ => return None,
     })
-}
-
-/// An open directory. It holds no listing of its own: every read is served from the
-/// directory's current listing, resumed after the offset's name cookie. The kernel tags
-/// the listing it caches with the directory's version as of the read at offset 0, so that
-/// read must never return a listing older than the read itself.
-struct DirHandle {
-    ino: u64,
-    /// The directory's top-most copy as it was opened: an open directory keeps answering
-    /// fstat after its name is removed or replaced.
-    fd: Option<Arc<OwnedFd>>,
-}
-
-#[derive(Default)]
-pub struct DirHandles {
-    map: DashMap<u64, Arc<DirHandle>>,
-    next: AtomicU64,
-}
-
-impl DirHandles {
-    /// The descriptor of some open handle of the directory `ino`.
-    pub fn fd_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
-        self.map
-            .iter()
-            .find_map(|h| if h.ino == ino { h.fd.clone() } else { None })
-    }
 }
 
 impl Union {
@@ -227,38 +198,26 @@ impl Union {
         ))
     }
 
-    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
-        // Refused here, not at the first read, when a layer dir cannot be listed.
-        self.snapshot_dir(ino)?;
-        let fd = {
-            let _ns = self.ns.read();
-            let dir = self.dir_view(&*self.node(ino)?)?;
-            dir.layers
-                .first()
-                .and_then(|&l| self.dir_fd(l, self.dir_path_in(&dir, l)).ok())
-        };
-        let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.dirs.map.insert(fh, Arc::new(DirHandle { ino, fd }));
-        Ok(fh)
+    /// Whether directory `ino` can be listed now (every layer dir of it readable).
+    pub fn check_listable(&self, ino: u64) -> SysResult<()> {
+        self.snapshot_dir(ino).map(drop)
     }
 
-    /// Feeds the entries after `offset` to `add` (which gets each entry's offset and
-    /// returns true when its buffer is full), from the directory's current listing.
-    /// Offsets are name cookies, valid in any listing of the directory: a listing read in
-    /// pieces while names come and go neither repeats nor skips the names that stay.
+    /// Feeds the entries of directory `ino` after `offset` to `add` (which gets each
+    /// entry's offset and returns true when its buffer is full), from the directory's
+    /// current listing. There are no directory handles (the kernel opens directories
+    /// itself, FUSE_NO_OPENDIR_SUPPORT) and none are needed: offsets are name cookies,
+    /// valid in any listing of the directory, so a listing read in pieces while names come
+    /// and go neither repeats nor skips the names that stay. The kernel tags the listing
+    /// it caches with the directory's version as of the read at offset 0, and that read is
+    /// never answered from a listing older than itself.
     pub fn readdir(
         &self,
-        fh: u64,
+        ino: u64,
         offset: u64,
         mut add: impl FnMut(u64, &ListEntry) -> bool,
     ) -> SysResult<()> {
-        let h = self
-            .dirs
-            .map
-            .get(&fh)
-            .map(|h| h.clone())
-            .ok_or(Errno::EBADF)?;
-        let (dots, entries) = self.snapshot_dir(h.ino)?;
+        let (dots, entries) = self.snapshot_dir(ino)?;
         let first = resume_at(&entries, offset);
         for e in dots.iter().chain(entries.iter()).skip(first) {
             if add(e.cookie, e) {
@@ -266,10 +225,6 @@ impl Union {
             }
         }
         Ok(())
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.map.remove(&fh);
     }
 
     /// Whether the merged dir `dir` has no visible entries.

@@ -106,7 +106,9 @@ pub struct Union {
     pub layers: LayerSet,
     pub inodes: InodeTable,
     pub files: files::Handles,
-    pub dirs: listing::DirHandles,
+    /// Directories removed (or replaced by a rename) while the kernel still knows them:
+    /// their last copy, so that an open directory keeps answering fstat.
+    removed_dirs: dashmap::DashMap<u64, Arc<OwnedFd>>,
     dircache: dircache::DirCache,
     index: index::LookupIndex,
     /// Lower hard links already copied up: lower (dev, ino) -> the upper copy, so that
@@ -196,7 +198,7 @@ impl Union {
             layers,
             inodes,
             files: files::Handles::default(),
-            dirs: listing::DirHandles::default(),
+            removed_dirs: dashmap::DashMap::new(),
             volatile,
             metacopy,
             redirect_dir,
@@ -591,6 +593,25 @@ impl Union {
 
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
+        if self.inodes.get(ino).is_none() {
+            self.removed_dirs.remove(&ino);
+        }
+    }
+
+    /// Before the directory `r` (at `path` in the merged view) leaves the namespace: keeps
+    /// its top-most copy open for the kernel's node `number`, if the kernel has one.
+    fn keep_removed_dir(&self, number: u64, path: &OsStr, r: &Resolved) {
+        if r.kind() != libc::S_IFDIR || self.inodes.get(number).is_none() {
+            return;
+        }
+        let at = if self.is_upper(r.layer) {
+            path
+        } else {
+            &r.lower_path
+        };
+        if let Ok(fd) = self.dir_fd(r.layer, at) {
+            self.removed_dirs.insert(number, fd);
+        }
     }
 
     /// Where a node's current copy is: (layer, path, state). Tries every known name.
@@ -633,7 +654,7 @@ impl Union {
                     .files
                     .any_for(ino)
                     .map(|f| f.fd())
-                    .or_else(|| self.dirs.fd_for(ino))
+                    .or_else(|| self.removed_dirs.get(&ino).map(|f| f.clone()))
                     .ok_or(Errno::ENOENT)?;
                 let mut st = sys::fstat(fd.as_fd())?;
                 if node.state.lock().unlinked {

@@ -270,6 +270,7 @@ impl Union {
         let need_whiteout = self.shown_below(&self.dir_view(&pnode)?, name)?;
         let in_upper = r.layer == 0;
         let number = self.number_of(&r, &ppath, name);
+        self.keep_removed_dir(number, &cpath, &r);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
         self.index.invalidate(parent);
         if is_dir {
@@ -506,6 +507,9 @@ impl Union {
         {
             // An overlay whiteout at the target: a directory cannot replace it in one step.
             sys::unlinkat(nd, newname, false)?;
+        }
+        if let (Some(dn), Some(d)) = (dst_no, &dst) {
+            self.keep_removed_dir(dn, &new_path, d);
         }
         sys::renameat2(od, name, nd, newname, 0)?;
         self.dircache.note_dir_created();
