@@ -14,29 +14,85 @@ mod sys;
 mod union;
 mod whiteout;
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
+/// The mount command line. The layer tools (`diff`, `commit`, ...) and `help` are
+/// dispatched in `main` before this parser runs; [`help_command`] lists them in the help.
 #[derive(Parser, Debug)]
 #[command(
     name = "stratafs",
     version,
-    about = "Union filesystem in userspace: read-only lower layers merged under one writable upper"
+    about = "Union filesystem in userspace: read-only lower layers merged under one writable upper",
+    override_usage = "stratafs [-f] [-d] -o OPTIONS [SOURCE] MOUNTPOINT\n       \
+                      stratafs <COMMAND> [ARGS]...",
+    after_help = "Run `stratafs help COMMAND` (or `stratafs COMMAND --help`) for the arguments \
+                  of a command.\nCalled as mount.stratafs (a link to this binary), it speaks \
+                  mount(8)'s helper protocol:\n  mount.stratafs SOURCE MOUNTPOINT [-sfnv] -o OPTIONS"
 )]
 struct Cli {
     /// Stay in the foreground (do not daemonize).
     #[arg(short, long)]
     foreground: bool,
-    /// Debug logging (implies nothing else).
+    /// Debug logging to stderr (implies -f).
     #[arg(short, long)]
     debug: bool,
     /// Mount options: lowerdir=A:B,upperdir=U,workdir=W,...
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
-    /// [SOURCE] MOUNTPOINT
+    /// [SOURCE] MOUNTPOINT; SOURCE is free text, the first column of /proc/mounts
     #[arg(required = true, num_args = 1..=2, value_name = "MOUNTPOINT")]
     args: Vec<String>,
+}
+
+/// The top-level help: the mount command line of [`Cli`], with the layer tools and `help`
+/// listed as commands, one line each (the summary of each tool's own parser). For printing
+/// only: the parser of the mount command line knows no subcommands.
+fn help_command() -> clap::Command {
+    let mut cmd = Cli::command().subcommand_help_heading("Commands");
+    for (name, about) in layertool::summaries() {
+        cmd = cmd.subcommand(clap::Command::new(name).about(about));
+    }
+    cmd.subcommand(clap::Command::new("help").about("Print this help, or the help of one command"))
+        .disable_help_subcommand(true)
+}
+
+fn print_help() -> i32 {
+    // A closed stdout (`stratafs --help | head -1`) is no failure of the help.
+    let _ = help_command().print_help();
+    0
+}
+
+/// `stratafs help [COMMAND]`: the top-level help, or that command's (what `stratafs
+/// COMMAND --help` prints); exit status 0. An unknown command, or more than one, is a
+/// one-line error with exit status 1.
+fn help_main(args: &[OsString]) -> i32 {
+    let name = match args {
+        [] => return print_help(),
+        [one] => one.to_string_lossy(),
+        _ => {
+            eprintln!(
+                "stratafs help: expected at most one command, got {}",
+                args.len()
+            );
+            return 1;
+        }
+    };
+    if layertool::SUBCOMMANDS.contains(&name.as_ref()) {
+        return layertool::main(&name, vec![OsString::from("--help")]);
+    }
+    if ["help", "-h", "--help"].contains(&name.as_ref()) {
+        return print_help();
+    }
+    eprintln!(
+        "stratafs help: unknown command '{}' (commands: {}, help)",
+        layertool::one_line(&name),
+        layertool::SUBCOMMANDS.join(", ")
+    );
+    1
 }
 
 /// `mount.stratafs ...`: the binary called by mount(8) (a link named mount.stratafs).
@@ -73,15 +129,24 @@ fn main() {
     }
     let mut argv = std::env::args_os().skip(1);
     if let Some(sub) = argv.next().and_then(|a| a.into_string().ok()) {
+        let rest: Vec<OsString> = argv.collect();
         if layertool::SUBCOMMANDS.contains(&sub.as_str()) {
-            std::process::exit(layertool::main(&sub, argv.collect()));
+            std::process::exit(layertool::main(&sub, rest));
+        }
+        // mount.fuse3 runs `stratafs SOURCE MOUNTPOINT -o OPTIONS` with the first field of
+        // an fstab line as SOURCE, which may be any word: with `-o`, `help` is a SOURCE.
+        if sub == "help" && !rest.iter().any(|a| a.as_bytes().starts_with(b"-o")) {
+            std::process::exit(help_main(&rest));
         }
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            if e.kind() == ErrorKind::DisplayHelp {
+                std::process::exit(print_help());
+            }
+            if e.kind() == ErrorKind::DisplayVersion {
                 print!("{e}");
                 std::process::exit(0);
             }
@@ -117,4 +182,21 @@ fn main() {
         foreground: cli.foreground || cli.debug,
     });
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks that a command is consistent when it is built (in debug builds).
+    #[test]
+    fn help_and_mount_commands_are_consistent() {
+        help_command().debug_assert();
+        Cli::command().debug_assert();
+        let names: Vec<String> = help_command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names, ["diff", "commit", "import", "init-layer", "help"]);
+    }
 }

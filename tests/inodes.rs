@@ -1,8 +1,8 @@
-//! Inode numbers across remounts (issue 10, item 7): st_ino of every object, lower,
-//! copied-up or upper-only, is the same after umount + mount of the same layers, unique
-//! among live objects, under one st_dev, and d_ino agrees with st_ino. The `git` test is
-//! the real-world case: a refreshed index must still match after a remount, as it does on
-//! kernel overlayfs.
+//! Inode numbers across remounts (S24 of docs/semantics.md, which extends S13; issue 10,
+//! item 7): st_ino of every object, lower, copied-up or upper-only, is the same after
+//! umount + mount of the same layers, unique among live objects, under one st_dev, and
+//! d_ino agrees with st_ino. The `git` test is the real-world case: a refreshed index must
+//! still match after a remount, as it does on kernel overlayfs.
 mod common;
 use common::*;
 
@@ -89,6 +89,9 @@ fn only_ino(m: &BTreeMap<String, (u64, u64, u64, bool)>) -> BTreeMap<String, u64
     m.iter().map(|(k, v)| (k.clone(), v.0)).collect()
 }
 
+/// S24: lower, copied-up and upper-only objects keep st_ino across a remount; the number
+/// is the real one (one filesystem), a copy's its origin's, and the xattr carrying it is
+/// hidden (S8).
 #[test]
 fn st_ino_survives_remount() {
     let l = Layers::new(2);
@@ -160,6 +163,7 @@ fn st_ino_survives_remount() {
     l.assert_lowers_unchanged(&lo);
 }
 
+/// S24 with `metacopy=on` and `redirect_dir=on`.
 #[test]
 fn st_ino_survives_remount_with_metacopy_and_redirect_dir() {
     let l = Layers::new(1);
@@ -238,6 +242,7 @@ fn git_layers() -> Layers {
     l
 }
 
+/// S24, the real-world case: a refreshed git index still matches after a remount.
 #[test]
 fn git_index_stays_valid_across_remount() {
     if Command::new("git").arg("--version").output().is_err() {
@@ -280,8 +285,9 @@ fn mount_fresh_ext4(root: &Path) -> Option<Mount> {
     mounted.then_some(Mount { mnt: dir })
 }
 
-/// Removed objects the kernel still holds (an open file, an O_PATH fd, an open directory)
-/// keep their numbers; new objects, one of which gets a freed disk inode, get others.
+/// S24 and S13: removed objects the kernel still holds (an open file, an O_PATH fd, an open
+/// directory) keep their numbers; new objects, one of which gets a freed disk inode, get
+/// others (the reserved range).
 #[test]
 fn reused_disk_inode_gets_another_number() {
     let mut l = Layers::new(1);
@@ -346,6 +352,7 @@ fn reused_disk_inode_gets_another_number() {
     l.assert_lowers_unchanged(&lo);
 }
 
+/// S24: layers on two filesystems, numbers composed as overlayfs' xino: unique and stable.
 #[test]
 fn two_filesystems_unique_and_stable() {
     let mut l = Layers::new(0);
@@ -392,9 +399,9 @@ fn two_filesystems_unique_and_stable() {
     drop((t1, t0));
 }
 
-/// A lower hard link written through one name in an earlier mount: after a remount the
-/// copy (carrying the origin's number) and the other name (still lower, same origin) are
-/// two objects, which must not share a number.
+/// S24 and S13: a lower hard link written through one name in an earlier mount: after a
+/// remount the copy (carrying the origin's number) and the other name (still lower, same
+/// origin) are two objects, which must not share a number.
 #[test]
 fn lower_hard_link_split_by_an_earlier_copy_up() {
     let l = Layers::new(1);
@@ -423,7 +430,7 @@ fn lower_hard_link_split_by_an_earlier_copy_up() {
     l.assert_lowers_unchanged(&lo);
 }
 
-/// The number a copy carries is private: `stratafs commit` does not export it.
+/// S24: the number a copy carries is private: `stratafs commit` does not export it.
 #[test]
 fn commit_leaves_the_number_out() {
     let l = Layers::new(1);

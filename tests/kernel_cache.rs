@@ -1,5 +1,5 @@
-//! The kernel's caches never show stale attributes (issue 12, lever 1; issue 10, items 6
-//! and 17). stratafs lets the kernel keep names and attributes for an hour, so every
+//! The kernel's caches never show stale attributes (S27 of docs/semantics.md; issue 12,
+//! lever 1; issue 10, items 6 and 17). stratafs lets the kernel keep names and attributes for an hour, so every
 //! attribute the daemon changes behind the kernel's back must be invalidated at once, and a
 //! file open for writing (whose passthrough or mmap writes the daemon never sees) must not
 //! have its attributes cached at all. Each step reads the changed attribute through the
@@ -65,7 +65,7 @@ subprocess.run(['chattr', '+d', 'flagged'], check=True)
 print('ctime changed', os.stat('flagged').st_ctime_ns != before)
 ""#;
 
-/// Directory listings are kept by the kernel across opens: every change of names shows
+/// S27: directory listings are kept by the kernel across opens: every change of names shows
 /// in the next listing, read through that cache right after the change.
 #[test]
 fn listings_show_every_change_at_once() {
@@ -86,6 +86,7 @@ fn listings_show_every_change_at_once() {
     );
 }
 
+/// S27: each attribute read through the kernel right after the change, as on overlayfs.
 #[test]
 fn attributes_changed_behind_the_kernel_show_at_once() {
     same_as_overlayfs(
@@ -101,7 +102,7 @@ fn attributes_changed_behind_the_kernel_show_at_once() {
             root(CTIME_AFTER_CHATTR),
             root(CTIME_AFTER_TREE_MOVE),
             root("lsattr flagged | cut -d' ' -f1"),
-            // setfacl changes the mode the kernel shows, and chmod the ACL.
+            // setfacl changes the mode the kernel shows, and chmod the ACL (S21).
             root("setfacl -m u:nobody:rwx times; stat -c %a times; chmod 600 times; getfacl -cp times"),
             root("touch -d @1000000000 times; stat -c %Y times"),
         ],

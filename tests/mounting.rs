@@ -6,10 +6,17 @@
 //! empty option elements, symlinked lowers). Every test goes through real mounts on this
 //! machine (root, /dev/fuse) and the real tools.
 //!
-//! The helper links mount(8) and mount.fuse3 need (/sbin/mount.stratafs and
-//! /usr/local/bin/stratafs) are created for the tests and removed, or restored to what
-//! was there, when the last test using them ends (also on panic); a lock file serializes
-//! that with other test processes.
+//! Every mount these tests make runs the binary cargo built for them, whatever an earlier
+//! `scripts/install.sh` left on the machine. mount(8) finds its helper only in a fixed
+//! place (`/sbin/mount.TYPE`; libmount's search path is compiled in) and runs it with an
+//! empty environment; mount.fuse3 then runs `stratafs` through /bin/sh, whose fallback
+//! PATH starts with /usr/local/sbin. So while a test needs them, /sbin/mount.stratafs and
+//! /usr/local/sbin/stratafs are symlinks that name the built binary directly (never a link
+//! that merely resolves to it through another link, such as an install's
+//! /sbin/mount.stratafs -> /usr/local/bin/stratafs), an installed binary in /usr/local/bin
+//! is shadowed rather than moved, and both paths are removed, or restored to what was
+//! there, when the last test using them ends (also on panic); a lock file serializes that
+//! with other test processes.
 //!
 //! This process is a child subreaper: a daemon that mount(8) starts and that detaches
 //! becomes our child, so its exit status after `umount` or a signal can be checked.
@@ -29,11 +36,16 @@ use std::time::{Duration, Instant};
 
 use common::{bin, errno, is_mounted, mknod, names, set_xattr, umount_retry, Layers, Mount};
 
-/// The PATH a root shell gets on Debian: what mount(8) and mount.fuse3's /bin/sh see at
-/// boot, without cargo's or the user's additions.
+/// The PATH a root shell gets on Debian, and the one /bin/sh falls back to when it has
+/// none (mount.fuse3's /bin/sh: mount(8) runs helpers with an empty environment), without
+/// cargo's or the user's additions.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where mount(8) looks first for the helper of `-t stratafs` (libmount's compiled-in
+/// search path is /sbin:/sbin/fs.d:/sbin/fs).
 const HELPER_LINK: &str = "/sbin/mount.stratafs";
-const BIN_LINK: &str = "/usr/local/bin/stratafs";
+/// `stratafs` in the first directory of DEFAULT_PATH: what mount.fuse3's /bin/sh runs for
+/// `-t fuse.stratafs`, ahead of an installed /usr/local/bin/stratafs or /usr/bin/stratafs.
+const BIN_LINK: &str = "/usr/local/sbin/stratafs";
 const VOLATILE_MARKER: &str = "stratafs.volatile";
 
 // ---------------------------------------------------------------------------------------
@@ -111,16 +123,23 @@ fn link_ours(path: &str) -> LinkGuard {
         return LinkGuard { path };
     }
     fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Only a link that names our binary itself is left alone. One that merely resolves to
+    // it through another link (an install's /sbin/mount.stratafs -> /usr/local/bin/stratafs
+    // while something points /usr/local/bin/stratafs at us for a while) runs the installed
+    // binary again as soon as that other link is undone.
     let restore = match fs::symlink_metadata(&path) {
         Err(_) => {
             put_symlink(&ours, &path);
             Restore::Remove
         }
-        Ok(_) if fs::canonicalize(&path).ok().as_ref() == Some(&ours) => Restore::Nothing,
         Ok(md) if md.file_type().is_symlink() => {
             let old = fs::read_link(&path).unwrap();
-            put_symlink(&ours, &path);
-            Restore::Relink(old)
+            if old == ours {
+                Restore::Nothing
+            } else {
+                put_symlink(&ours, &path);
+                Restore::Relink(old)
+            }
         }
         Ok(_) => {
             let aside = path.with_file_name(format!(
@@ -171,9 +190,22 @@ fn helper_link() -> LinkGuard {
     link_ours(HELPER_LINK)
 }
 
-/// /usr/local/bin/stratafs -> our binary: what mount.fuse3 runs through /bin/sh.
+/// /usr/local/sbin/stratafs -> our binary: what mount.fuse3 runs through /bin/sh. Checks
+/// that /bin/sh, with the environment mount(8) gives helpers, finds exactly that.
 fn bin_link() -> LinkGuard {
-    link_ours(BIN_LINK)
+    let g = link_ours(BIN_LINK);
+    let out = run(Command::new("/bin/sh")
+        .env_clear()
+        .env("HOME", "/root")
+        .args(["-c", "command -v stratafs"]));
+    let found = out.stdout.trim();
+    assert_eq!(
+        fs::canonicalize(found).ok(),
+        fs::canonicalize(bin()).ok(),
+        "/bin/sh without PATH (as mount.fuse3 runs it) finds stratafs at '{found}', not the \
+         binary under test via {BIN_LINK}"
+    );
+    g
 }
 
 /// Makes this process the reaper of orphans below it, so a daemon that detaches from
@@ -536,7 +568,7 @@ fn mount_t_fuse_stratafs_goes_through_mount_fuse3() {
         "mount.fuse3 is missing: install the fuse3 package (scripts/deps.sh)"
     );
     // mount.fuse3 runs `stratafs SOURCE MOUNTPOINT -o OPTIONS` through /bin/sh with the
-    // default PATH: the binary must be in /usr/local/bin (or /usr/bin, ...).
+    // default PATH: the binary must be in one of its dirs (/usr/local/sbin comes first).
     let _link = bin_link();
     let l = small_image();
     let _g = guard(&l.mnt);

@@ -1,8 +1,8 @@
-//! Mount flags, read-only and remounts, in-use layer dirs, and open handles, as kernel
-//! overlayfs has them (issue 10, items 12-19). Side-by-side scenarios (tests/common/side.rs)
-//! assert the same outcome on both filesystems; what overlayfs does not have (refusing a
-//! second mount of an upper, the remount path of our own binary) is checked on stratafs
-//! alone.
+//! Mount flags, read-only and remounts (S25 of docs/semantics.md), in-use layer dirs (S26),
+//! and open handles (the fallback rule: as overlayfs), as kernel overlayfs has them
+//! (issue 10, items 12-19). Side-by-side scenarios (tests/common/side.rs) assert the same
+//! outcome on both filesystems; what overlayfs does not have (refusing a second mount of an
+//! upper, the remount path of our own binary) is checked on stratafs alone.
 mod common;
 use common::side::*;
 use common::*;
@@ -25,7 +25,7 @@ const STATVFS_FLAGS: &str = "python3 -c \"import os; f = os.statvfs('.').f_flag;
      print([n for n in ('ST_RDONLY', 'ST_NOSUID', 'ST_NODEV', 'ST_NOEXEC', 'ST_NOATIME') \
      if f & getattr(os, n)])\"";
 
-/// Item 14: nosuid, nodev, noexec and noatime reach the kernel mount.
+/// S25, item 14: nosuid, nodev, noexec and noatime reach the kernel mount.
 #[test]
 fn generic_mount_flags_apply_as_on_overlayfs() {
     same_as_overlayfs_with(
@@ -94,8 +94,8 @@ libc.rewinddir(d); print('after unlink', count(d))
 libc.closedir(d)
 ""#;
 
-/// Items 16, 18 and 19: open handles survive renames and removals, rewinddir sees
-/// changes, and fallocate by a plain writer drops setuid/setgid.
+/// Items 16, 18 and 19 (the fallback rule: as overlayfs): open handles survive renames and
+/// removals, rewinddir sees changes, and fallocate by a plain writer drops setuid/setgid.
 #[test]
 fn open_handles_and_privilege_bits_as_on_overlayfs() {
     same_as_overlayfs(
@@ -113,7 +113,7 @@ fn open_handles_and_privilege_bits_as_on_overlayfs() {
     );
 }
 
-/// Item 13: a read-only mount with an upper shows the whole union, read-only.
+/// S25, item 13: a read-only mount with an upper shows the whole union, read-only.
 #[test]
 fn read_only_mount_shows_the_upper() {
     let results: Vec<(Vec<String>, String)> = [Fs::Overlay, Fs::Strata]
@@ -146,8 +146,8 @@ fn read_only_mount_shows_the_upper() {
     assert_eq!(results[1], results[0]);
 }
 
-/// Item 15: remount ro and back to rw, through the binary (as mount.fuse3 calls it) and
-/// through the mount.stratafs helper protocol, with the flags applied to the live mount.
+/// S25, item 15: remount ro and back to rw, through the binary (as mount.fuse3 calls it)
+/// and through the mount.stratafs helper protocol, with the flags applied to the live mount.
 #[test]
 fn remount_changes_ro_rw_and_flags_of_the_live_mount() {
     let l = Layers::new(1);
@@ -206,7 +206,7 @@ fn mount_options(mnt: &Path) -> String {
         .to_string()
 }
 
-/// Item 12: a second mount of an upper or work dir in use is refused with a one-line
+/// S26, item 12: a second mount of an upper or work dir in use is refused with a one-line
 /// error naming the dir; the lock goes with the daemon, even after kill -9.
 #[test]
 fn upper_and_work_dirs_in_use_are_refused() {

@@ -1,7 +1,7 @@
 //! Permissions and metadata exactly as kernel overlayfs has them (issue 10): POSIX ACLs
-//! (deny and grant entries, default ACLs, mode/ACL sync), immutable and append-only
-//! objects (lower, copied-up, upper, across a remount), lsattr/chattr, and which xattr
-//! names an unprivileged caller may list.
+//! (deny and grant entries, default ACLs, mode/ACL sync: S21 of docs/semantics.md),
+//! immutable and append-only objects (lower, copied-up, upper, across a remount) and
+//! lsattr/chattr (S22), and which xattr names an unprivileged caller may list (S23).
 //!
 //! Every scenario lays out the same lower layer twice, mounts kernel overlayfs on one and
 //! stratafs (`allow_other`) on the other, runs the same shell steps in both mounts (some
@@ -29,7 +29,7 @@ fn acl_layout(l: &Path) {
     );
 }
 
-/// Items 1, 4, 5, 6 and 19 (setfacl by the owner updates the mode).
+/// S21, items 1, 4, 5, 6 and 19 (setfacl by the owner updates the mode).
 #[test]
 fn posix_acls_are_enforced_inherited_and_synced_as_on_overlayfs() {
     same_as_overlayfs(
@@ -78,8 +78,8 @@ fn flags_layout(l: &Path) {
     );
 }
 
-/// Items 2 and 9: what immutable and append-only refuse, on lower objects, on the copies
-/// a write makes, on upper objects flagged through the mount, and after a remount.
+/// S22, items 2 and 9: what immutable and append-only refuse, on lower objects, on the
+/// copies a write makes, on upper objects flagged through the mount, and after a remount.
 #[test]
 fn immutable_and_append_only_are_honoured_as_on_overlayfs() {
     same_as_overlayfs(
@@ -143,7 +143,8 @@ fn xattr_layout(l: &Path) {
     );
 }
 
-/// Item 3: trusted.* names are listed to CAP_SYS_ADMIN only, on lower and upper copies.
+/// S23, item 3: trusted.* names are listed to CAP_SYS_ADMIN only, on lower and upper
+/// copies.
 #[test]
 fn trusted_xattr_names_are_listed_to_privileged_callers_only() {
     same_as_overlayfs(

@@ -1,8 +1,9 @@
-//! One or more integration tests per rule of /work/shared/SEMANTICS.md: S1..S17, S19 and
-//! S20 (S18, the init layer, is not covered here). Each test mounts the real binary over
-//! real layer dirs, drives the merged view with ordinary syscalls and then checks three
-//! things: what the merged view shows, what landed in the upper (exact names and forms),
-//! and that every lower is byte-for-byte as it was before the mount (S2).
+//! One or more integration tests per rule of docs/semantics.md: S1..S17, S19 and S20
+//! (S18, the init layer, is tested in tests/initlayer.rs; S21..S27 in the files each rule
+//! names). Each test mounts the real binary over real layer dirs, drives the merged view
+//! with ordinary syscalls and then checks three things: what the merged view shows, what
+//! landed in the upper (exact names and forms), and that every lower is byte-for-byte as
+//! it was before the mount (S2).
 mod common;
 use common::*;
 

@@ -16,10 +16,29 @@ mod tarwrite;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 /// The subcommands that `main` hands to [`main`].
 pub const SUBCOMMANDS: [&str; 4] = ["diff", "commit", "import", "init-layer"];
+
+/// Each subcommand with the one-line summary (`about`) of its parser, in the order of
+/// [`SUBCOMMANDS`], for the top-level help.
+pub fn summaries() -> Vec<(&'static str, String)> {
+    SUBCOMMANDS
+        .iter()
+        .map(|&sub| {
+            let cmd = match sub {
+                "diff" => DiffArgs::command(),
+                "commit" => CommitArgs::command(),
+                "import" => ImportArgs::command(),
+                "init-layer" => InitLayerArgs::command(),
+                other => unreachable!("no parser for layer tool '{other}'"),
+            };
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (sub, about)
+        })
+        .collect()
+}
 
 /// Paths (relative to a layer root) that the init layer owns (S18): `diff` never lists
 /// them and `commit` never ships them, nor whiteouts of them.
