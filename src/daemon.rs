@@ -16,7 +16,7 @@ use crate::layertool::initlayer::InitLayer;
 use crate::logging;
 use crate::options::MountOptions;
 use crate::sys;
-use crate::union::Union;
+use crate::union::{Behaviour, Union};
 
 pub struct MountRequest {
     pub opts: MountOptions,
@@ -25,10 +25,17 @@ pub struct MountRequest {
     pub foreground: bool,
 }
 
+/// Whether other users may use the mount: asked for, or a mount by root (which, as with
+/// fuse-overlayfs and kernel overlayfs, serves every user, with the kernel checking
+/// permissions) unless `noallow_other`.
+fn shared_with_all(o: &MountOptions) -> bool {
+    o.allow_other || (sys::getuid() == 0 && !o.no_allow_other)
+}
+
 fn fuse_config(req: &MountRequest) -> Config {
     let o = &req.opts;
     let mut cfg = Config::default();
-    cfg.acl = if o.allow_other {
+    cfg.acl = if shared_with_all(o) {
         SessionACL::All
     } else {
         SessionACL::Owner
@@ -58,10 +65,10 @@ fn kernel_mount(req: &MountRequest) -> sys::SysResult<OwnedFd> {
         flags |= libc::MS_RDONLY;
     }
     let mut extra = String::new();
-    if o.allow_other {
+    if shared_with_all(o) {
         extra.push_str(",allow_other");
     }
-    if o.default_permissions || o.allow_other {
+    if o.default_permissions || shared_with_all(o) {
         extra.push_str(",default_permissions");
     }
     sys::fuse_mount(&source, &req.mountpoint, "fuse.stratafs", flags, |fd| {
@@ -226,13 +233,16 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         tracing::warn!("context={c} accepted and ignored: labels come from the layers");
     }
     sys::raise_nofile();
-    let union = match Union::new(
-        layers,
-        req.opts.volatile,
-        req.opts.metacopy,
-        req.opts.redirect_dir,
-        req.opts.acl,
-    ) {
+    let o = &req.opts;
+    let behaviour = Behaviour {
+        volatile: o.volatile,
+        no_sync: !o.fsync,
+        metacopy: o.metacopy,
+        redirect_dir: o.redirect_dir,
+        acls: o.acl,
+        static_nlink: o.static_nlink,
+    };
+    let union = match Union::new(layers, behaviour) {
         Ok(u) => Arc::new(u),
         Err(e) => {
             report(&format!("cannot read the layers: {e}"));
@@ -272,7 +282,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     union_handle.set_kernel_cache(Box::new(crate::fuse_adapter::NotifyCache::new(
         session.notifier(),
     )));
-    if union_handle.volatile {
+    if union_handle.behaviour.volatile {
         if let Err(e) = union_handle.layers.set_volatile_marker() {
             drop(session);
             let _ = sys::umount_detach(&req.mountpoint);

@@ -18,6 +18,9 @@ pub struct MountOptions {
     pub initdir: Option<PathBuf>,
     pub read_only: bool,
     pub allow_other: bool,
+    /// `noallow_other`: a root mount stays private to root (by default root mounts are
+    /// shared with every user, as fuse-overlayfs and kernel overlayfs are).
+    pub no_allow_other: bool,
     pub default_permissions: bool,
     pub whiteout: WhiteoutForm,
     pub fsname: Option<String>,
@@ -45,6 +48,11 @@ pub struct MountOptions {
     pub mount_flags: u64,
     /// `remount`: change the flags (ro/rw, nosuid, ...) of the live mount at the mountpoint.
     pub remount: bool,
+    /// fuse-overlayfs' `fsync=0` turns this off: nothing is synced (no marker, unlike
+    /// `volatile`).
+    pub fsync: bool,
+    /// fuse-overlayfs' `static_nlink`: directories report st_nlink 1.
+    pub static_nlink: bool,
 }
 
 /// The generic mount flags and the MS_ bits they set and clear, as mount(8) knows them.
@@ -106,6 +114,7 @@ impl Default for MountOptions {
             initdir: None,
             read_only: false,
             allow_other: false,
+            no_allow_other: false,
             default_permissions: false,
             whiteout: WhiteoutForm::Aufs,
             fsname: None,
@@ -123,6 +132,8 @@ impl Default for MountOptions {
             acl: true,
             mount_flags: 0,
             remount: false,
+            fsync: true,
+            static_nlink: false,
         }
     }
 }
@@ -248,7 +259,14 @@ impl MountOptions {
                 "remount" if val.is_none() => self.remount = true,
                 "ro" if val.is_none() => self.read_only = true,
                 "rw" if val.is_none() => self.read_only = false,
-                "allow_other" | "allow_root" => self.allow_other = true,
+                "allow_other" | "allow_root" => {
+                    self.allow_other = true;
+                    self.no_allow_other = false;
+                }
+                "noallow_other" if val.is_none() => {
+                    self.allow_other = false;
+                    self.no_allow_other = true;
+                }
                 "default_permissions" => self.default_permissions = true,
                 "whiteout" => {
                     self.whiteout = match need(&val)?.as_str() {
@@ -293,6 +311,24 @@ impl MountOptions {
                 "add_host" | "add-host" => self.init.add_hosts.push(need(&val)?),
                 "dns" => self.init.dns.push(need(&val)?),
                 "dns_search" | "dns-search" => self.init.dns_search.push(need(&val)?),
+                // fuse-overlayfs' own options (see README's option table).
+                "fsync" => self.fsync = parse_bool("fsync", &need(&val)?)?,
+                "static_nlink" if val.is_none() => self.static_nlink = true,
+                "threaded" => {
+                    // threaded=0: one worker; threaded=1: our default count.
+                    self.threads = (!parse_bool("threaded", &need(&val)?)?).then_some(1);
+                }
+                // Accepted for compatibility, with nothing to change here: passthrough
+                // supersedes the writeback cache (the kernel allows one or the other), and
+                // inode numbers always come from the layers' own.
+                "writeback" | "fast_ino" => {
+                    parse_bool(&key, &need(&val)?)?;
+                }
+                "plugins" => {
+                    return Err(
+                        "option 'plugins': lazy-pull layer plugins are not supported".into(),
+                    )
+                }
                 "acl" if val.is_none() => self.acl = true,
                 "noacl" if val.is_none() => self.acl = false,
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}
@@ -326,6 +362,32 @@ mod tests {
         let m = MountOptions::parse("lowerdir=/a,nosuid,suid,noatime,relatime,dev").unwrap();
         assert_eq!(m.mount_flags, libc::MS_RELATIME);
         assert!(MountOptions::parse("lowerdir=/a,nosuid=1").is_err());
+    }
+
+    #[test]
+    fn fuse_overlayfs_options_are_understood() {
+        let m = MountOptions::parse(
+            "lowerdir=/a,fsync=0,static_nlink,threaded=0,writeback=1,fast_ino=1,noacl",
+        )
+        .unwrap();
+        assert!(!m.fsync && m.static_nlink && !m.acl);
+        assert_eq!(m.threads, Some(1));
+        assert!(MountOptions::parse("lowerdir=/a,fsync=1").unwrap().fsync);
+        assert_eq!(
+            MountOptions::parse("lowerdir=/a,threaded=1")
+                .unwrap()
+                .threads,
+            None
+        );
+        for bad in [
+            "fsync=maybe",
+            "writeback=2",
+            "plugins=/usr/lib/x.so",
+            "static_nlink=1",
+        ] {
+            let e = MountOptions::parse(&format!("lowerdir=/a,{bad}")).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

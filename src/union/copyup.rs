@@ -190,11 +190,12 @@ impl Union {
         let pnode = self.node(parent)?;
         self.copy_up(&pnode, true)?;
         let path = self.path_of(node)?;
-        let mode = if mode == CopyMode::Meta && !(self.metacopy && s.kind == libc::S_IFREG) {
-            CopyMode::Data
-        } else {
-            mode
-        };
+        let mode =
+            if mode == CopyMode::Meta && !(self.behaviour.metacopy && s.kind == libc::S_IFREG) {
+                CopyMode::Data
+            } else {
+                mode
+            };
         let (src_st, upper_st) =
             self.copy_up_path(&path, s.layer, &s.lower_path, mode, node.ino)?;
         self.adopt_copy(node.ino, &upper_st);
@@ -340,7 +341,7 @@ impl Union {
                         copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64)?;
                         // The rename must never publish data that is not on disk yet
                         // (S12 across a power cut), as overlayfs fsyncs its copy-ups.
-                        if !self.volatile {
+                        if self.behaviour.syncs() {
                             sys::fsync(dfd.as_fd(), false)?;
                         }
                     }

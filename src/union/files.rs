@@ -222,7 +222,7 @@ impl Union {
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
-        if self.volatile {
+        if !self.behaviour.syncs() {
             return Ok(());
         }
         sys::fsync(self.files.get(fh)?.fd().as_fd(), datasync)
@@ -233,7 +233,7 @@ impl Union {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         let (layer, path, _) = self.locate(&node)?;
-        if layer != 0 || self.read_only() || self.volatile {
+        if layer != 0 || self.read_only() || !self.behaviour.syncs() {
             return Ok(());
         }
         let d = self.dir_fd(0, &path)?;

@@ -56,7 +56,7 @@ impl Union {
     /// a marker in the workdir says an earlier mount made some. Spares every other mount
     /// the xattr probe.
     pub(super) fn may_hold_metacopies(&self) -> bool {
-        self.metacopy
+        self.behaviour.metacopy
             || self
                 .metacopy_marker
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -105,7 +105,7 @@ impl Union {
             let size = sys::fstat(src.as_fd())?.st_size as u64;
             let dst = sys::openat(udir.as_fd(), name, libc::O_WRONLY, 0)?;
             super::copyup::copy_data(src.as_fd(), dst.as_fd(), size)?;
-            if !self.volatile {
+            if self.behaviour.syncs() {
                 sys::fsync(dst.as_fd(), false)?;
             }
         }

@@ -36,6 +36,30 @@ pub trait KernelCache: Send + Sync {
     fn attributes_changed(&self, ino: u64);
 }
 
+/// What the mount options ask of the union.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// `-o volatile`: nothing is synced; an unclean stop leaves a marker.
+    pub volatile: bool,
+    /// `-o fsync=0` (fuse-overlayfs): nothing is synced, and no marker is left.
+    pub no_sync: bool,
+    /// `-o metacopy=on`: metadata changes of lower files copy no data.
+    pub metacopy: bool,
+    /// `-o redirect_dir=on`: a merged directory is renamed with a redirect, O(1).
+    pub redirect_dir: bool,
+    /// POSIX ACLs are on (not `-o noacl`): new objects inherit their parent's default ACL.
+    pub acls: bool,
+    /// `-o static_nlink` (fuse-overlayfs): every directory reports st_nlink 1.
+    pub static_nlink: bool,
+}
+
+impl Behaviour {
+    /// Whether fsync and the syncs of copy-up reach the disk.
+    pub fn syncs(&self) -> bool {
+        !self.volatile && !self.no_sync
+    }
+}
+
 /// Who asks: the credentials of the FUSE request.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -114,14 +138,8 @@ pub struct Union {
     /// Lower hard links already copied up: lower (dev, ino) -> the upper copy, so that
     /// every other name of the link is linked to it when it is looked up.
     linkups: dashmap::DashMap<(u64, u64), Arc<OwnedFd>>,
-    /// `-o volatile`: fsync is a no-op.
-    pub volatile: bool,
-    /// `-o metacopy=on`: metadata changes of lower files copy no data.
-    pub metacopy: bool,
-    /// `-o redirect_dir=on`: a merged directory is renamed with a redirect, O(1).
-    pub redirect_dir: bool,
-    /// POSIX ACLs are on (not `-o noacl`): new objects inherit their parent's default ACL.
-    pub acls: bool,
+    /// What the mount options ask of the union.
+    pub behaviour: Behaviour,
     /// The workdir's marker: this upper has held metadata-only copies.
     metacopy_marker: std::sync::atomic::AtomicBool,
     /// Renames take it exclusively; path computations and changes share it, so a path is
@@ -162,13 +180,7 @@ pub fn check_name(name: &OsStr) -> SysResult<()> {
 }
 
 impl Union {
-    pub fn new(
-        layers: LayerSet,
-        volatile: bool,
-        metacopy: bool,
-        redirect_dir: bool,
-        acls: bool,
-    ) -> SysResult<Union> {
+    pub fn new(layers: LayerSet, behaviour: Behaviour) -> SysResult<Union> {
         let mut dir_layers = Vec::new();
         for (i, l) in layers.layers.iter().enumerate() {
             dir_layers.push(i);
@@ -199,10 +211,7 @@ impl Union {
             inodes,
             files: files::Handles::default(),
             removed_dirs: dashmap::DashMap::new(),
-            volatile,
-            metacopy,
-            redirect_dir,
-            acls,
+            behaviour,
             metacopy_marker: std::sync::atomic::AtomicBool::new(marker),
             dircache: dircache::DirCache::default(),
             index: index::LookupIndex::default(),
@@ -394,7 +403,7 @@ impl Union {
                         Some(_) => break,
                     }
                     let more_below = pos < layers.len();
-                    if is_upper && is_dir && (more_below || self.redirect_dir) {
+                    if is_upper && is_dir && (more_below || self.behaviour.redirect_dir) {
                         if let Some(target) = whiteout::dir_redirect(d, lname, &dir.lower) {
                             // The lowers hold this dir's contents at `target`, resolved
                             // from their root as its own lookup would.
@@ -512,7 +521,8 @@ impl Union {
     /// The attributes the merged view shows for a resolved object.
     fn attr_from(&self, number: u64, mut st: Stat, dir_layers: &[usize]) -> Attr {
         st.st_ino = number;
-        if dir_layers.len() > 1 {
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if dir_layers.len() > 1 || (is_dir && self.behaviour.static_nlink) {
             // Like overlayfs: the link count of a merged dir cannot be known cheaply.
             st.st_nlink = 1;
         }
@@ -686,7 +696,7 @@ impl Union {
 
     /// The session ended cleanly: sync a volatile upper and lift its marker.
     pub fn finish_clean(&self) {
-        if !self.volatile {
+        if !self.behaviour.volatile {
             return;
         }
         if let (Some(u), Some(w)) = (self.layers.layers.first(), &self.layers.workdir) {

@@ -81,7 +81,7 @@ impl Union {
         };
         let pst = sys::fstat(d)?;
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
-        let default_acl = if self.acls {
+        let default_acl = if self.behaviour.acls {
             sys::getxattr(XTarget::Fd(d), OsStr::new(acl::DEFAULT_XATTR))
                 .ok()
                 .and_then(|v| Acl::parse(&v))
@@ -409,8 +409,10 @@ impl Union {
         let src_node = self.node_or_register(parent, name, src_no)?;
         // With redirect_dir=on a merged directory moves as itself plus a redirect to
         // where the lowers hold its contents: O(1) whatever its size.
-        let redirected =
-            src_dir && !exchange && self.redirect_dir && src.dir_layers.iter().any(|l| *l != 0);
+        let redirected = src_dir
+            && !exchange
+            && self.behaviour.redirect_dir
+            && src.dir_layers.iter().any(|l| *l != 0);
         if redirected {
             self.copy_up(&src_node, true)?;
             let s = src_node.snapshot();

@@ -85,10 +85,12 @@ impl Drop for Unprotect<'_> {
     }
 }
 
-/// Which filesystem a run is on; stratafs with these extra mount options.
+/// Which filesystem a run is on.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fs {
     Overlay,
+    /// fuse-overlayfs 1.x (Debian's package), the peer whose options stratafs takes.
+    FuseOverlayfs,
     Strata,
 }
 
@@ -99,19 +101,26 @@ enum Live {
 
 impl Live {
     fn new(fs_kind: Fs, l: &Layers, extra: &str) -> Live {
+        let opts = format!("{},{extra}", l.opts());
+        let opts = opts.trim_end_matches(',');
+        let run = |cmd: &mut Command, what: &str| {
+            let st = cmd.arg(&l.mnt).status().expect(what);
+            assert!(st.success(), "{what} mount failed");
+            // Unmounted with umount2 like any mount (which ends a FUSE daemon too).
+            Live::Overlay(OverlayMount { mnt: l.mnt.clone() })
+        };
         match fs_kind {
             // mount(8) turns generic flags such as nosuid into mount(2) flags.
-            Fs::Overlay => {
-                let st = Command::new("mount")
-                    .args(["-t", "overlay", "overlay", "-o"])
-                    .arg(format!("{},{extra}", l.opts()).trim_end_matches(','))
-                    .arg(&l.mnt)
-                    .status()
-                    .expect("mount");
-                assert!(st.success(), "overlay mount failed");
-                Live::Overlay(OverlayMount { mnt: l.mnt.clone() })
-            }
-            Fs::Strata => Live::Strata(l.mount(&format!("allow_other,{extra}"))),
+            Fs::Overlay => run(
+                Command::new("mount").args(["-t", "overlay", "overlay", "-o", opts]),
+                "overlay",
+            ),
+            Fs::FuseOverlayfs => run(
+                Command::new("fuse-overlayfs").args(["-o", opts]),
+                "fuse-overlayfs",
+            ),
+            // Mounted by root: shared with every user by default.
+            Fs::Strata => Live::Strata(l.mount(extra)),
         }
     }
 
@@ -155,7 +164,13 @@ pub fn outcomes(fs_kind: Fs, setup: fn(&Path), extra: &str, steps: &[Step]) -> V
 /// Runs the scenario on kernel overlayfs and on stratafs (both with `extra` options) and
 /// asserts equal outcomes, listing every step that differs.
 pub fn same_as_overlayfs_with(setup: fn(&Path), extra: &str, steps: &[Step]) {
-    let want = outcomes(Fs::Overlay, setup, extra, steps);
+    same_as(Fs::Overlay, setup, extra, steps)
+}
+
+/// Runs the scenario on `reference` and on stratafs (both with `extra` options) and
+/// asserts equal outcomes, listing every step that differs.
+pub fn same_as(reference: Fs, setup: fn(&Path), extra: &str, steps: &[Step]) {
+    let want = outcomes(reference, setup, extra, steps);
     let got = outcomes(Fs::Strata, setup, extra, steps);
     let diffs: Vec<String> = steps
         .iter()
@@ -163,7 +178,7 @@ pub fn same_as_overlayfs_with(setup: fn(&Path), extra: &str, steps: &[Step]) {
         .filter(|(i, _)| want[*i] != got[*i])
         .map(|(i, s)| {
             format!(
-                "step {i} `{}`:\n  overlayfs: {}\n  stratafs:  {}",
+                "step {i} `{}`:\n  {reference:?}: {}\n  stratafs:  {}",
                 s.cmd, want[i], got[i]
             )
         })

@@ -1,0 +1,107 @@
+//! A drop-in for fuse-overlayfs (issue 11): its options are accepted with their meaning,
+//! checked side by side with fuse-overlayfs 1.x (Debian's package) on the same layers
+//! (tests/common/side.rs), and a mount by root serves every user, as both peers do.
+mod common;
+use common::side::*;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+
+fn layout(l: &Path) {
+    sh(
+        l,
+        "mkdir -p d/sub1 d/sub2 && echo f > d/f && chmod 644 d/f
+         echo secret > secret && chmod 600 secret",
+    );
+}
+
+/// A mount by root is usable by every user (the kernel checks the mode bits), as with
+/// fuse-overlayfs run by root and with kernel overlayfs.
+#[test]
+fn root_mounts_serve_every_user() {
+    let steps = [
+        user(NOBODY, "cat d/f; ls d"),
+        user(NOBODY, "cat secret"),
+        user(NOBODY, "touch d/new"),
+    ];
+    same_as(Fs::FuseOverlayfs, layout, "", &steps);
+    same_as(Fs::Overlay, layout, "", &steps);
+}
+
+/// `-o noallow_other` keeps a root mount to root.
+#[test]
+fn noallow_other_keeps_a_root_mount_private() {
+    use std::os::unix::process::CommandExt;
+    let l = Layers::new(1);
+    chmod(l.root(), 0o755);
+    l.put(0, "f", "x\n");
+    chmod(&l.lower(0, "f"), 0o644);
+    let cat_as_nobody = || {
+        Command::new("cat")
+            .arg(l.m("f"))
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+    {
+        let _m = l.mount("noallow_other");
+        let out = cat_as_nobody();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    }
+    let _m = l.mount("");
+    assert_eq!(cat_as_nobody().stdout, b"x\n");
+}
+
+/// The options the podman images pass (`nodev,fsync=0`), and the others fuse-overlayfs
+/// takes, as it understands them.
+#[test]
+fn fuse_overlayfs_options_mean_what_they_mean_there() {
+    let steps = [
+        root("stat -c '%n %h' d d/sub1 .; cat d/f"),
+        root("echo x > d/g && sync -f d/g && python3 -c \"import os; f = os.open('d/g', os.O_RDWR); os.fsync(f); os.fdatasync(f)\" && cat d/g"),
+        root("mkdir d/sub3 && stat -c '%n %h' d"),
+        root("python3 -c \"import os; print(bool(os.statvfs('.').f_flag & os.ST_NODEV))\""),
+    ];
+    same_as(
+        Fs::FuseOverlayfs,
+        layout,
+        "nodev,fsync=0,static_nlink,threaded=1,writeback=1,fast_ino=1,noacl",
+        &steps,
+    );
+}
+
+/// fsync=0 leaves no marker behind (unlike `volatile`): the next mount is not refused.
+#[test]
+fn fsync_0_leaves_no_volatile_marker() {
+    let l = Layers::new(1);
+    l.put(0, "f", "x\n");
+    {
+        let _m = l.mount("fsync=0");
+        std::fs::write(l.m("f"), "y\n").unwrap();
+        assert!(!l.work.join("stratafs.volatile").exists());
+    }
+    let _m = l.mount("");
+    assert_eq!(std::fs::read_to_string(l.m("f")).unwrap(), "y\n");
+}
+
+/// Options fuse-overlayfs has that stratafs cannot serve are refused in one line.
+#[test]
+fn plugins_are_refused_in_one_line() {
+    let l = Layers::new(1);
+    let out = Command::new(bin())
+        .arg("-o")
+        .arg(format!("{},plugins=/usr/lib/stargz.so", l.opts()))
+        .arg(&l.mnt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "stratafs: option 'plugins': lazy-pull layer plugins are not supported"
+    );
+    assert!(!is_mounted(&l.mnt));
+}
