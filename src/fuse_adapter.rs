@@ -214,6 +214,10 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_BIG_WRITES,
+            // The daemon drops setuid/setgid itself (open O_TRUNC, truncate, writes by
+            // unprivileged callers, which never go through passthrough), so the kernel
+            // stops asking for security.capability before every write (SB_NOSEC).
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -268,7 +272,7 @@ impl Filesystem for StrataFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -292,7 +296,7 @@ impl Filesystem for StrataFs {
             atime: timespec(atime),
             mtime: timespec(mtime),
         };
-        match self.union.setattr(ino.0, fh.map(|f| f.0), ch) {
+        match self.union.setattr(caller(req), ino.0, fh.map(|f| f.0), ch) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -465,7 +469,9 @@ impl Filesystem for StrataFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is buffered in the daemon and locks are the kernel's own: ENOSYS tells
+        // the kernel (as the FUSE protocol provides) to send no FLUSH on any later close.
+        reply.error(FErrno::from_i32(libc::ENOSYS));
     }
 
     fn release(
@@ -701,7 +707,7 @@ impl Filesystem for StrataFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -709,7 +715,11 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.union.fallocate(fh.0, mode, offset, length));
+        empty(
+            reply,
+            self.union
+                .fallocate(caller(req), fh.0, mode, offset, length),
+        );
     }
 
     fn lseek(

@@ -184,6 +184,16 @@ impl Union {
         Ok((self.files.insert(ino, fd, !mutable), mutable, privileged))
     }
 
+    /// Drops setuid/setgid of an open file as a write by `caller` does.
+    fn drop_privileges_of(&self, fd: BorrowedFd<'_>, caller: Caller) -> SysResult<()> {
+        let st = sys::fstat(fd)?;
+        let dropped = drop_privileges(st.st_mode, st.st_gid, caller);
+        if dropped != st.st_mode & 0o7777 {
+            sys::fchmod(fd, dropped)?;
+        }
+        Ok(())
+    }
+
     /// Registers the fd of a freshly created file as an open handle.
     pub fn adopt_open(&self, ino: u64, fd: OwnedFd) -> u64 {
         self.files.insert(ino, fd, false)
@@ -241,14 +251,25 @@ impl Union {
         sys::fsync(f.as_fd(), false)
     }
 
-    /// fallocate; punching, zeroing, collapsing or inserting count as a rewrite. (The
-    /// kernel itself drops setuid/setgid first, by a setattr, as for a write.)
-    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
+    /// fallocate; punching, zeroing, collapsing or inserting count as a rewrite. An
+    /// unprivileged caller loses setuid/setgid as with a write (the kernel's
+    /// file_modified, left to us under FUSE_HANDLE_KILLPRIV_V2).
+    pub fn fallocate(
+        &self,
+        caller: Caller,
+        fh: u64,
+        mode: i32,
+        off: u64,
+        len: u64,
+    ) -> SysResult<()> {
         let f = self.files.get(fh)?;
         let fd = f.fd();
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
             let _ns = self.ns.read();
             self.check_node(f.ino, Change::Attributes)?;
+        }
+        if caller.uid != 0 {
+            self.drop_privileges_of(fd.as_fd(), caller)?;
         }
         sys::fallocate(fd.as_fd(), mode, off, len)
     }
@@ -273,7 +294,16 @@ impl Union {
     }
 
     /// setattr: copy-up (no data when truncating to zero), then each change on the upper.
-    pub fn setattr(&self, ino: u64, fh: Option<u64>, ch: SetAttr) -> SysResult<Attr> {
+    /// setattr. A truncate by an unprivileged caller drops setuid/setgid as ext4 does: the
+    /// kernel leaves that to us (FUSE_HANDLE_KILLPRIV_V2), and the daemon's own truncate,
+    /// made with CAP_FSETID, would keep them.
+    pub fn setattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        fh: Option<u64>,
+        ch: SetAttr,
+    ) -> SysResult<Attr> {
         if self.read_only() {
             return Err(Errno::EROFS);
         }
@@ -300,13 +330,23 @@ impl Union {
             if s.kind == libc::S_IFDIR {
                 return Err(Errno::EISDIR);
             }
-            match fh.and_then(|h| self.files.get(h).ok()) {
-                Some(f) if sys::ftruncate(f.fd().as_fd(), size).is_ok() => {}
+            let f = match fh.and_then(|h| self.files.get(h).ok()) {
+                Some(f) if sys::ftruncate(f.fd().as_fd(), size).is_ok() => f.fd(),
                 _ => {
                     let f = sys::openat(d, name, libc::O_WRONLY, 0)?;
                     sys::ftruncate(f.as_fd(), size)?;
+                    Arc::new(f)
                 }
+            };
+            if caller.uid != 0 && ch.mode.is_none() {
+                self.drop_privileges_of(f.as_fd(), caller)?;
             }
+        }
+        if ch.change().is_none() {
+            // Nothing to set: the kernel asks for setuid/setgid (and file capabilities)
+            // to go, as chown does (chown(-1, -1), or a chown the kernel turned into that
+            // under FUSE_HANDLE_KILLPRIV_V2). A chown to the same owner does exactly that.
+            sys::fchownat(d, name, u32::MAX, u32::MAX)?;
         }
         if ch.uid.is_some() || ch.gid.is_some() {
             sys::fchownat(
