@@ -1,6 +1,9 @@
 //! stratafs: a union filesystem in userspace. This file is the command line: argv parsing
 //! (clap + the `-o` option string) and dispatch to the daemon.
 
+// `unsafe` and raw syscalls live in `sys` alone, behind safe wrappers.
+#![deny(unsafe_code)]
+
 mod acl;
 mod daemon;
 mod fuse_adapter;
@@ -10,6 +13,7 @@ mod layertool;
 mod logging;
 mod mount_helper;
 mod options;
+#[allow(unsafe_code)]
 mod sys;
 mod union;
 mod whiteout;
