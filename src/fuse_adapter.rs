@@ -17,6 +17,7 @@ use fuser::{
 };
 
 use crate::iomode::{IoModes, OpenMode};
+use crate::stats::{Op, Stats, STATS_XATTR};
 use crate::sys::{self, Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
@@ -32,6 +33,8 @@ pub struct StrataFs {
     io: IoModes,
     /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
     acls: bool,
+    /// Requests served, for `stratafs stats`.
+    stats: Stats,
     /// Let the kernel keep directory listings across opens: with the default cache time.
     /// A shorter `timeout=` asks for layers changed beneath the mount to show, and a
     /// cached listing would not expire: every opendir then comes to the daemon.
@@ -56,6 +59,7 @@ impl StrataFs {
             io: IoModes::new(passthrough),
             acls,
             cache_listings: entry_ttl >= LISTING_CACHE_FROM,
+            stats: Stats::default(),
         }
     }
 }
@@ -244,6 +248,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timing = self.stats.time(Op::Lookup);
         match self.union.lookup(parent.0, name) {
             Ok(a) => self.entry(reply, Ok(a)),
             Err(Errno::ENOENT) if !self.entry_ttl.is_zero() => {
@@ -260,10 +265,12 @@ impl Filesystem for StrataFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timing = self.stats.time(Op::Forget);
         self.union.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timing = self.stats.time(Op::Getattr);
         match self.union.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -288,6 +295,7 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _timing = self.stats.time(Op::Setattr);
         let ch = SetAttr {
             mode,
             uid,
@@ -303,6 +311,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timing = self.stats.time(Op::Readlink);
         match self.union.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -319,6 +328,7 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _timing = self.stats.time(Op::Mknod);
         self.make(
             req,
             parent,
@@ -339,14 +349,17 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _timing = self.stats.time(Op::Mkdir);
         self.make(req, parent, name, NewKind::Dir, mode, umask, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timing = self.stats.time(Op::Unlink);
         empty(reply, self.union.remove(parent.0, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timing = self.stats.time(Op::Rmdir);
         empty(reply, self.union.remove(parent.0, name, true));
     }
 
@@ -358,6 +371,7 @@ impl Filesystem for StrataFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _timing = self.stats.time(Op::Symlink);
         self.make(
             req,
             parent,
@@ -379,6 +393,7 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Rename);
         empty(
             reply,
             self.union
@@ -394,10 +409,12 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _timing = self.stats.time(Op::Link);
         self.entry(reply, self.union.link(ino.0, newparent.0, newname));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timing = self.stats.time(Op::Open);
         let (fh, in_upper, privileged) = match self.union.open(caller(req), ino.0, flags.0) {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
@@ -437,6 +454,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timing = self.stats.time(Op::Read);
         match self.union.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
@@ -455,6 +473,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _timing = self.stats.time(Op::Write);
         match self.union.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -469,6 +488,7 @@ impl Filesystem for StrataFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Flush);
         // Nothing is buffered in the daemon and locks are the kernel's own: ENOSYS tells
         // the kernel (as the FUSE protocol provides) to send no FLUSH on any later close.
         reply.error(FErrno::from_i32(libc::ENOSYS));
@@ -484,6 +504,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Release);
         self.io.release(fh.0);
         self.union.release(fh.0);
         reply.ok();
@@ -497,10 +518,12 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Fsync);
         empty(reply, self.union.fsync(fh.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timing = self.stats.time(Op::Opendir);
         // Directory handles are not needed (see Union::readdir). With listings cached,
         // ENOSYS to the first opendir makes the kernel open directories itself from then
         // on, with no request for opendir and releasedir, and keep their listings across
@@ -522,6 +545,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timing = self.stats.time(Op::Readdir);
         let r = self.union.readdir(ino.0, offset, |next, e| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
         });
@@ -539,6 +563,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _timing = self.stats.time(Op::Readdirplus);
         let r = self.union.readdir(ino.0, offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 // Not counted as lookups by the kernel: plain attributes only.
@@ -588,10 +613,12 @@ impl Filesystem for StrataFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Fsyncdir);
         empty(reply, self.union.fsyncdir(ino.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timing = self.stats.time(Op::Statfs);
         match self.union.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -617,6 +644,7 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Setxattr);
         empty(
             reply,
             self.union.change_xattr(ino.0, name, Some((value, flags))),
@@ -624,6 +652,17 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _timing = self.stats.time(Op::Getxattr);
+        if ino.0 == crate::union::ROOT_INO && name == STATS_XATTR {
+            // `stratafs stats`: a trusted.* name, which the kernel lets only
+            // CAP_SYS_ADMIN read. The size probe gets room for the report to grow.
+            let report = self.stats.report(&self.union.report_lines());
+            return if size == 0 {
+                reply.size(report.len() as u32 + 4096)
+            } else {
+                reply_xattr(reply, size, report.as_bytes())
+            };
+        }
         match self.union.getxattr(ino.0, name) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(e)),
@@ -631,6 +670,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timing = self.stats.time(Op::Listxattr);
         match self.union.listxattr(caller(req), ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -645,10 +685,12 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timing = self.stats.time(Op::Removexattr);
         empty(reply, self.union.change_xattr(ino.0, name, None));
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _timing = self.stats.time(Op::Access);
         empty(reply, self.union.access(caller(req), ino.0, mask.bits()));
     }
 
@@ -662,6 +704,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _timing = self.stats.time(Op::Create);
         let r = self.union.create(
             caller(req),
             parent.0,
@@ -715,6 +758,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.stats.time(Op::Fallocate);
         empty(
             reply,
             self.union
@@ -731,6 +775,7 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _timing = self.stats.time(Op::Lseek);
         match self.union.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
@@ -748,6 +793,7 @@ impl Filesystem for StrataFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        let _timing = self.stats.time(Op::Ioctl);
         // The inode flags of chattr/lsattr (the kernel's fileattr calls arrive as these);
         // any other ioctl is not one a union of directories answers.
         let r: Result<Vec<u8>, Errno> = match cmd {
@@ -790,6 +836,7 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _timing = self.stats.time(Op::CopyFileRange);
         match self
             .union
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)

@@ -13,6 +13,7 @@ mod layertool;
 mod logging;
 mod mount_helper;
 mod options;
+mod stats;
 #[allow(unsafe_code)]
 mod sys;
 mod union;

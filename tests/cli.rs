@@ -14,7 +14,7 @@ use std::os::unix::fs::symlink;
 use std::process::{Command, Output};
 
 /// The layer tools and `help`, in the order the help lists them.
-const COMMANDS: [&str; 5] = ["diff", "commit", "import", "init-layer", "help"];
+const COMMANDS: [&str; 6] = ["diff", "commit", "import", "init-layer", "stats", "help"];
 
 fn stratafs(args: &[&str]) -> Output {
     Command::new(bin())
@@ -138,7 +138,7 @@ fn help_of_an_unknown_command_is_one_line_and_exit_1() {
     assert_eq!(
         refused(&["help", "frobnicate"]),
         "stratafs help: unknown command 'frobnicate' (commands: diff, commit, import, \
-         init-layer, help)"
+         init-layer, stats, help)"
     );
     // Control characters cannot break the line.
     let line = refused(&["help", "a\nb\x1b[2J"]);
@@ -173,7 +173,7 @@ fn help_as_the_source_of_a_mount_still_mounts() {
         refused(&["help", &mnt]),
         format!(
             "stratafs help: unknown command '{mnt}' (commands: diff, commit, import, \
-             init-layer, help)"
+             init-layer, stats, help)"
         )
     );
 }
@@ -192,4 +192,30 @@ fn mount_stratafs_name_still_selects_the_helper_protocol() {
         stderr(&o),
         "mount.stratafs: usage: mount.stratafs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]\n"
     );
+}
+
+/// `stratafs stats MOUNTPOINT` (issue 12): requests by opcode, copy-ups, memory of a live
+/// mount's daemon; one-line refusals for a dir that is no stratafs mount.
+#[test]
+fn stats_report_what_the_daemon_did() {
+    let l = Layers::new(1);
+    l.put(0, "d/f", "data\n");
+    let _m = l.mount("");
+    fs::write(l.m("d/f"), "changed\n").unwrap();
+    let _ = fs::read_dir(l.m("d")).unwrap().count();
+    let report = ok(&["stats", l.mnt.to_str().unwrap()]);
+    let count = |op: &str| -> u64 {
+        report
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(op))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("LOOKUP") >= 2, "{report}");
+    assert!(count("OPEN") >= 1, "{report}");
+    assert!(report.contains("copy-ups: 2 (0 KiB"), "{report}");
+    assert!(report.contains("memory: RSS"), "{report}");
+    let err = refused(&["stats", l.root().to_str().unwrap()]);
+    assert!(err.contains("not the root of a stratafs mount"), "{err}");
 }

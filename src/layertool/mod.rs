@@ -1,4 +1,5 @@
-//! The layer tools: `stratafs diff | commit | import | init-layer`. This file owns their
+//! The layer tools: `stratafs diff | commit | import | init-layer`, and `stats`, which
+//! reads what a live mount's daemon reports. This file owns their
 //! command line (one clap parser per subcommand), the error type they share, and the rules
 //! common to all of them (which upper entries are whiteouts, which paths belong to the init
 //! layer). The tools work on plain layer directories and tar files; they never mount and
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 /// The subcommands that `main` hands to [`main`].
-pub const SUBCOMMANDS: [&str; 4] = ["diff", "commit", "import", "init-layer"];
+pub const SUBCOMMANDS: [&str; 5] = ["diff", "commit", "import", "init-layer", "stats"];
 
 /// Each subcommand with the one-line summary (`about`) of its parser, in the order of
 /// [`SUBCOMMANDS`], for the top-level help.
@@ -32,6 +33,7 @@ pub fn summaries() -> Vec<(&'static str, String)> {
                 "commit" => CommitArgs::command(),
                 "import" => ImportArgs::command(),
                 "init-layer" => InitLayerArgs::command(),
+                "stats" => StatsArgs::command(),
                 other => unreachable!("no parser for layer tool '{other}'"),
             };
             let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
@@ -165,6 +167,20 @@ struct ImportArgs {
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "stratafs stats",
+    about = "Print what a mount's daemon did: requests by opcode with latencies, copy-ups, memory",
+    long_about = "Print what the daemon of a live stratafs mount did: requests by opcode with \
+their count and latency quantiles (log2 buckets, microseconds), copy-ups and the data they \
+copied, open files, objects the kernel holds, and the daemon's memory. Needs CAP_SYS_ADMIN \
+(it reads the private xattr trusted.stratafs.stats of the mount's root)."
+)]
+struct StatsArgs {
+    /// The mount point of a live stratafs mount.
+    mountpoint: PathBuf,
+}
+
+#[derive(Parser, Debug)]
+#[command(
     name = "stratafs init-layer",
     about = "Write an init layer: etc/hosts, etc/hostname, etc/resolv.conf"
 )]
@@ -227,6 +243,10 @@ pub fn main(sub: &str, args: Vec<OsString>) -> i32 {
             .and_then(|spec| spec.write(&a.dir)),
             Err(code) => return code,
         },
+        "stats" => match parse::<StatsArgs>(sub, args) {
+            Ok(a) => print_stats(&a.mountpoint),
+            Err(code) => return code,
+        },
         other => Err(ToolError(format!("unknown layer tool '{other}'"))),
     };
     match result {
@@ -235,5 +255,27 @@ pub fn main(sub: &str, args: Vec<OsString>) -> i32 {
             eprintln!("stratafs {sub}: {e}");
             1
         }
+    }
+}
+
+/// `stratafs stats MOUNTPOINT`: prints the report the daemon serves as an xattr.
+fn print_stats(mountpoint: &std::path::Path) -> ToolResult<()> {
+    use crate::sys::{self, Errno, XTarget};
+    let dir = sys::open_dir_path(mountpoint)
+        .map_err(|e| ToolError(format!("'{}': {e}", mountpoint.display())))?;
+    let name = std::ffi::OsStr::new(crate::stats::STATS_XATTR);
+    match sys::getxattr(XTarget::Fd(std::os::fd::AsFd::as_fd(&dir)), name) {
+        Ok(report) => {
+            print!("{}", String::from_utf8_lossy(&report));
+            Ok(())
+        }
+        Err(Errno::ENODATA) | Err(Errno::ENOTSUP) if sys::getuid() != 0 => {
+            Err(ToolError("needs CAP_SYS_ADMIN (run as root)".into()))
+        }
+        Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => Err(ToolError(format!(
+            "'{}': not the root of a stratafs mount",
+            mountpoint.display()
+        ))),
+        Err(e) => Err(ToolError(format!("'{}': {e}", mountpoint.display()))),
     }
 }

@@ -316,6 +316,7 @@ impl Union {
         let tmp = tmp_name();
         let kind = st.st_mode & libc::S_IFMT;
         let perm = st.st_mode & 0o7777;
+        let copied = std::cell::Cell::new(0);
         let build = || -> SysResult<()> {
             match kind {
                 libc::S_IFREG => {
@@ -339,6 +340,7 @@ impl Union {
                         )?;
                     } else if mode != CopyMode::NoData {
                         copy_data(sfd.as_fd(), dfd.as_fd(), st.st_size as u64)?;
+                        copied.set(st.st_size as u64);
                         // The rename must never publish data that is not on disk yet
                         // (S12 across a power cut), as overlayfs fsyncs its copy-ups.
                         if self.behaviour.syncs() {
@@ -383,6 +385,7 @@ impl Union {
             let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
             return Err(e);
         }
+        self.count_copyup(copied.get());
         if kind == libc::S_IFDIR {
             // After the rename: an opener that saw it absent before now retries.
             self.dircache.note_dir_created();

@@ -69,6 +69,11 @@ impl Handles {
     pub fn get(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
         self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
     }
+    /// How many files are open.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// Some open handle of inode `ino` (for objects unlinked while open).
     pub fn any_for(&self, ino: u64) -> Option<Arc<OpenFile>> {
         self.map

@@ -174,6 +174,11 @@ impl InodeTable {
         t
     }
 
+    /// How many objects the kernel holds.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
         self.nodes.get(&ino).map(|n| n.value().clone())
     }

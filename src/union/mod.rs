@@ -26,7 +26,8 @@ use parking_lot::RwLock;
 use crate::layers::{LayerSet, Role};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
-use inodes::{InodeTable, Node, NodeState, ROOT_INO};
+pub use inodes::ROOT_INO;
+use inodes::{InodeTable, Node, NodeState};
 
 /// The kernel's caches, as the union sees them: told about every change the union makes
 /// that the kernel did not ask for itself (privilege bits dropped on write or fallocate),
@@ -147,6 +148,9 @@ pub struct Union {
     ns: RwLock<()>,
     /// Set once the kernel connection exists.
     kernel_cache: std::sync::OnceLock<Box<dyn KernelCache>>,
+    /// Copy-ups made, and the bytes of data they copied (for `stratafs stats`).
+    copyups: std::sync::atomic::AtomicU64,
+    copied_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// `parent/name` (or `name` at the root).
@@ -218,7 +222,38 @@ impl Union {
             linkups: dashmap::DashMap::new(),
             ns: RwLock::new(()),
             kernel_cache: std::sync::OnceLock::new(),
+            copyups: Default::default(),
+            copied_bytes: Default::default(),
         })
+    }
+
+    /// The union's lines of `stratafs stats`: copy-ups, open files, objects, memory.
+    pub fn report_lines(&self) -> Vec<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mem = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |k: &str| {
+            mem.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        vec![
+            format!(
+                "copy-ups: {} ({} KiB of data copied)",
+                self.copyups.load(Relaxed),
+                self.copied_bytes.load(Relaxed) >> 10
+            ),
+            format!("open files: {}", self.files.len()),
+            format!("objects the kernel holds: {}", self.inodes.len()),
+            format!("memory: RSS {}, peak {}", field("VmRSS:"), field("VmHWM:")),
+        ]
+    }
+
+    /// Counts a copy-up of `bytes` of data.
+    pub(super) fn count_copyup(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.copyups.fetch_add(1, Relaxed);
+        self.copied_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Connects the union to the kernel's caches (once, when the session exists).
