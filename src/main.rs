@@ -202,6 +202,9 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_string())
             .collect();
-        assert_eq!(names, ["diff", "commit", "import", "init-layer", "help"]);
+        assert_eq!(
+            names,
+            ["diff", "commit", "import", "init-layer", "stats", "help"]
+        );
     }
 }
