@@ -218,9 +218,9 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_BIG_WRITES,
-            // The daemon drops setuid/setgid itself (open O_TRUNC, truncate, writes by
-            // unprivileged callers, which never go through passthrough), so the kernel
-            // stops asking for security.capability before every write (SB_NOSEC).
+            // The daemon drops setuid/setgid itself (at an unprivileged write-open, truncate
+            // and fallocate; the backing fs drops file capabilities on every write), so the
+            // kernel stops asking for security.capability before every write (SB_NOSEC).
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(cap);
@@ -415,7 +415,7 @@ impl Filesystem for StrataFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timing = self.stats.time(Op::Open);
-        let (fh, in_upper, privileged) = match self.union.open(caller(req), ino.0, flags.0) {
+        let (fh, in_upper) = match self.union.open(caller(req), ino.0, flags.0) {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
@@ -423,17 +423,11 @@ impl Filesystem for StrataFs {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
-        // Writes to a setuid/setgid file by a non-root caller go through the daemon, so
-        // that the kernel drops the bits on the FUSE inode as on any filesystem.
-        let passthrough_ok = in_upper && !privileged;
-        match self.io.open(
-            ino.0,
-            fh,
-            passthrough_ok,
-            in_upper,
-            file.fd().as_fd(),
-            |fd| reply.open_backing(fd),
-        ) {
+        match self
+            .io
+            .open(ino.0, fh, in_upper, in_upper, file.fd().as_fd(), |fd| {
+                reply.open_backing(fd)
+            }) {
             OpenMode::Passthrough(b) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }

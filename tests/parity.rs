@@ -51,7 +51,8 @@ fn handles_layout(l: &Path) {
         "mkdir lowdir && echo l > lowdir/f && echo low > lowfile
          echo g > setgid && chown 54321:54321 setgid && chmod 2775 setgid
          echo u > setuid && chown 54321:54321 setuid && chmod 4755 setuid
-         mkdir -m 777 shared",
+         mkdir -m 777 shared
+         echo s > suidw && chmod 4777 suidw",
     );
 }
 
@@ -94,6 +95,17 @@ libc.rewinddir(d); print('after unlink', count(d))
 libc.closedir(d)
 ""#;
 
+/// A plain user writes a setuid file that root holds open for reading (so its opens
+/// share one passthrough backing file): the bit goes all the same.
+const WRITE_WHILE_HELD_OPEN: &str = r#"python3 -c "
+import os, subprocess
+os.utime('suidw')  # in the upper now (a copy-up), so the reader's open is passthrough
+held = open('suidw', 'rb')
+subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                'sh', '-c', 'echo more >> suidw'], check=True)
+print(oct(os.stat('suidw').st_mode & 0o7777), held.read())
+""#;
+
 /// Items 16, 18 and 19 (the fallback rule: as overlayfs): open handles survive renames and
 /// removals, rewinddir sees changes, and fallocate by a plain writer drops setuid/setgid.
 #[test]
@@ -103,6 +115,7 @@ fn open_handles_and_privilege_bits_as_on_overlayfs() {
         &[
             root(FSTAT_AFTER_RENAME),
             root(REWINDDIR),
+            root(WRITE_WHILE_HELD_OPEN),
             user(OWNER, "fallocate -l 8192 setgid; stat -c %a setgid"),
             user(OWNER, "fallocate -p -o 0 -l 4096 setuid; stat -c %a setuid"),
             root("chmod 4755 setuid"),

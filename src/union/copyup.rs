@@ -282,7 +282,6 @@ impl Union {
     /// Records a new upper copy of the object `number` (identity and layer), and tells the
     /// kernel its attributes changed (a copy has its own ctime and blocks).
     pub(super) fn adopt_copy(&self, number: u64, upper_st: &Stat) {
-        self.attributes_changed(number);
         self.inodes
             .alias_identity(upper_st.st_dev, upper_st.st_ino, number);
         if let Some(n) = self.inodes.get(number) {
@@ -292,6 +291,8 @@ impl Union {
                 st.dir_layers.insert(0, 0);
             }
         }
+        // After the node points at the copy: a getattr the notice triggers reads the copy.
+        self.attributes_changed(number);
     }
 
     /// Copies the object at `path` from layer `src` into the upper, whose parent dir must

@@ -18,9 +18,6 @@ use crate::whiteout;
 
 pub struct OpenFile {
     pub ino: u64,
-    /// Set for a write-open of a setuid/setgid file by a non-root caller: the first write
-    /// drops the bits as the kernel would (to this mode), where FUSE does not.
-    drop_privileges_to: parking_lot::Mutex<Option<u32>>,
     /// The layer file, and whether it is still a lower copy (a read-only open made
     /// before a copy-up moves to the upper copy then, as overlayfs does).
     target: RwLock<(Arc<OwnedFd>, bool)>,
@@ -45,7 +42,6 @@ impl Handles {
             fh,
             Arc::new(OpenFile {
                 ino,
-                drop_privileges_to: parking_lot::Mutex::new(None),
                 target: RwLock::new((Arc::new(fd), from_lower)),
             }),
         );
@@ -141,10 +137,8 @@ fn is_write_open(flags: i32) -> bool {
 impl Union {
     /// Opens a file; a write-open of a lower file copies it up first.
     /// Returns the handle and whether the opened copy can change (upper or init layer); a
-    /// lower copy's content never changes while it is open from there. The third value
-    /// tells that the caller may change a file carrying setuid/setgid bits: its writes
-    /// must reach the kernel's privilege dropping (no passthrough).
-    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> SysResult<(u64, bool, bool)> {
+    /// lower copy's content never changes while it is open from there.
+    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> SysResult<(u64, bool)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         if is_write_open(flags) {
@@ -169,32 +163,24 @@ impl Union {
         let (dfd, name) = self.parent_fd(layer, &path)?;
         let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
         let mutable = self.is_writable_layer(layer);
-        let mut privileged = false;
         if is_write_open(flags) && caller.uid != 0 {
-            let st = sys::fstat(fd.as_fd())?;
-            if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-                privileged = true;
-                let dropped = drop_privileges(st.st_mode, st.st_gid, caller);
-                if flags & libc::O_TRUNC != 0 {
-                    // FUSE's atomic O_TRUNC leaves to us what do_truncate does on ext4.
-                    sys::fchmod(fd.as_fd(), dropped)?;
-                    self.attributes_changed(ino);
-                } else if dropped != st.st_mode & 0o7777 {
-                    let fh = self.files.insert(ino, fd, !mutable);
-                    *self.files.get(fh)?.drop_privileges_to.lock() = Some(dropped);
-                    return Ok((fh, mutable, privileged));
-                }
-            }
+            // An unprivileged writer: setuid/setgid go at the open, not at the first write
+            // as on ext4, because the writes may never reach the daemon (passthrough, whose
+            // backing writes run with the daemon's CAP_FSETID) and the kernel leaves the
+            // dropping to us (FUSE_HANDLE_KILLPRIV_V2).
+            self.drop_privileges_of(ino, fd.as_fd(), caller)?;
         }
-        Ok((self.files.insert(ino, fd, !mutable), mutable, privileged))
+        Ok((self.files.insert(ino, fd, !mutable), mutable))
     }
 
-    /// Drops setuid/setgid of an open file as a write by `caller` does.
-    fn drop_privileges_of(&self, fd: BorrowedFd<'_>, caller: Caller) -> SysResult<()> {
+    /// Drops setuid/setgid of the open file of `ino` as a write by `caller` does, and
+    /// tells the kernel.
+    fn drop_privileges_of(&self, ino: u64, fd: BorrowedFd<'_>, caller: Caller) -> SysResult<()> {
         let st = sys::fstat(fd)?;
         let dropped = drop_privileges(st.st_mode, st.st_gid, caller);
         if dropped != st.st_mode & 0o7777 {
             sys::fchmod(fd, dropped)?;
+            self.attributes_changed(ino);
         }
         Ok(())
     }
@@ -221,10 +207,6 @@ impl Union {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> SysResult<u32> {
         let f = self.files.get(fh)?;
-        if let Some(mode) = f.drop_privileges_to.lock().take() {
-            sys::fchmod(f.fd().as_fd(), mode)?;
-            self.attributes_changed(f.ino);
-        }
         let mut done = 0;
         while done < data.len() {
             done += sys::pwrite(f.fd().as_fd(), &data[done..], off + done as u64)?;
@@ -274,7 +256,7 @@ impl Union {
             self.check_node(f.ino, Change::Attributes)?;
         }
         if caller.uid != 0 {
-            self.drop_privileges_of(fd.as_fd(), caller)?;
+            self.drop_privileges_of(f.ino, fd.as_fd(), caller)?;
         }
         sys::fallocate(fd.as_fd(), mode, off, len)
     }
@@ -317,8 +299,14 @@ impl Union {
         if node.state.lock().unlinked {
             return self.setattr_unlinked(ino, ch);
         }
-        if let Some(change) = ch.change() {
-            self.check_node(ino, change)?;
+        match ch.change() {
+            Some(change) => self.check_node(ino, change)?,
+            // A kill-only setattr (see below): nothing to do, and no copy-up, where there
+            // is no setuid/setgid bit to drop.
+            None if self.getattr_node(&node)?.st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 => {
+                return self.getattr_node(&node);
+            }
+            None => self.check_node(ino, Change::Attributes)?,
         }
         self.make_writable(
             &node,
@@ -344,7 +332,7 @@ impl Union {
                 }
             };
             if caller.uid != 0 && ch.mode.is_none() {
-                self.drop_privileges_of(f.as_fd(), caller)?;
+                self.drop_privileges_of(ino, f.as_fd(), caller)?;
             }
         }
         if ch.change().is_none() {

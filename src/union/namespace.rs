@@ -85,6 +85,8 @@ impl Union {
             sys::getxattr(XTarget::Fd(d), OsStr::new(acl::DEFAULT_XATTR))
                 .ok()
                 .and_then(|v| Acl::parse(&v))
+                // An empty default ACL is no default ACL (the umask applies).
+                .filter(|a| !a.0.is_empty())
         } else {
             None
         };
