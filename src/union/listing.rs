@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, RandomState};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -30,14 +31,10 @@ const DOT_COOKIES: [u64; 2] = [1, 2];
 /// The directory offset of a name: derived from the name alone (as ext4's hash cookies),
 /// so an offset stays valid whatever happens to the directory, and a listing resumed from
 /// another snapshot (the kernel's cached one, or one taken after a change) neither repeats
-/// nor skips the names both hold. FNV-1a, kept below 2^62 and above the dots.
-fn cookie(name: &OsStr) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h >> 2).max(DOT_COOKIES[1] + 1)
+/// nor skips the names both hold. SipHash with keys drawn for each mount (so nobody can
+/// make names that collide), kept below 2^62 and above the dots.
+fn cookie(keys: &RandomState, name: &OsStr) -> u64 {
+    (keys.hash_one(name.as_bytes()) >> 2).max(DOT_COOKIES[1] + 1)
 }
 
 /// Where a listing of the two dots and `entries` resumes after `offset`: the position of
@@ -131,7 +128,7 @@ impl Union {
                 });
                 decided.insert(e.name.clone());
                 out.push(ListEntry {
-                    cookie: cookie(&e.name),
+                    cookie: cookie(&self.cookie_keys, &e.name),
                     name: e.name,
                     ino,
                     kind: kind.unwrap_or(libc::S_IFREG),
@@ -237,7 +234,7 @@ impl Union {
 mod tests {
     use super::*;
 
-    fn listing(names: &[&str]) -> Vec<ListEntry> {
+    fn listing(keys: &RandomState, names: &[&str]) -> Vec<ListEntry> {
         let mut v: Vec<ListEntry> = names
             .iter()
             .map(|n| ListEntry {
@@ -245,7 +242,7 @@ mod tests {
                 ino: 0,
                 kind: libc::S_IFREG,
                 layer: 0,
-                cookie: cookie(OsStr::new(n)),
+                cookie: cookie(keys, OsStr::new(n)),
             })
             .collect();
         order_by_cookie(&mut v);
@@ -262,14 +259,15 @@ mod tests {
 
     #[test]
     fn an_offset_resumes_in_any_snapshot_without_repeats_or_skips() {
-        let before = listing(&["a", "b", "c", "d", "e", "f"]);
+        let keys = RandomState::new();
+        let before = listing(&keys, &["a", "b", "c", "d", "e", "f"]);
         // Read three names, then the directory changes: "b" goes, "x" comes.
         let read: Vec<String> = before[..3]
             .iter()
             .map(|e| e.name.to_string_lossy().into_owned())
             .collect();
         let offset = before[2].cookie;
-        let after = listing(&["a", "c", "d", "e", "f", "x"]);
+        let after = listing(&keys, &["a", "c", "d", "e", "f", "x"]);
         let rest = names_after(&after, offset);
         let mut all = read.clone();
         all.extend(rest.iter().cloned());
@@ -284,7 +282,7 @@ mod tests {
 
     #[test]
     fn cookies_are_above_the_dots_and_unique() {
-        let v = listing(&["", ".x", "a", "b"]);
+        let v = listing(&RandomState::new(), &["", ".x", "a", "b"]);
         assert!(v
             .iter()
             .all(|e| e.cookie > DOT_COOKIES[1] && e.cookie < 1 << 62));

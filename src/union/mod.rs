@@ -151,6 +151,8 @@ pub struct Union {
     /// Copy-ups made, and the bytes of data they copied (for `stratafs stats`).
     copyups: std::sync::atomic::AtomicU64,
     copied_bytes: std::sync::atomic::AtomicU64,
+    /// The keys of the directory-offset hash (listing.rs `cookie`), drawn per mount.
+    cookie_keys: std::hash::RandomState,
 }
 
 /// `parent/name` (or `name` at the root).
@@ -224,6 +226,7 @@ impl Union {
             kernel_cache: std::sync::OnceLock::new(),
             copyups: Default::default(),
             copied_bytes: Default::default(),
+            cookie_keys: std::hash::RandomState::new(),
         })
     }
 
