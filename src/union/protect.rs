@@ -25,6 +25,10 @@ use crate::sys::{self, Errno, FsXattr, SysResult, XTarget};
 
 pub const PROTATTR_XATTR: &str = "trusted.stratafs.protattr";
 
+/// The immutable and append-only bits of FS_IOC_GETFLAGS, and of fsxattr.fsx_xflags.
+const FLAGS: (u32, u32) = (sys::FS_IMMUTABLE_FL, sys::FS_APPEND_FL);
+const XFLAGS: (u32, u32) = (sys::FS_XFLAG_IMMUTABLE, sys::FS_XFLAG_APPEND);
+
 /// The protections of one object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Protection {
@@ -86,34 +90,16 @@ impl Protection {
         self.immutable || self.append
     }
 
-    /// FS_IOC_GETFLAGS bits of these protections.
-    fn flags(self) -> u32 {
-        (if self.immutable {
-            sys::FS_IMMUTABLE_FL
-        } else {
-            0
-        }) | (if self.append { sys::FS_APPEND_FL } else { 0 })
+    /// These protections as bits of a flag word whose immutable and append bits are these
+    /// (FS_IOC_GETFLAGS flags, or fsxattr xflags).
+    fn to_bits(self, (immutable, append): (u32, u32)) -> u32 {
+        (if self.immutable { immutable } else { 0 }) | (if self.append { append } else { 0 })
     }
 
-    fn from_flags(f: u32) -> Protection {
+    fn from_bits(f: u32, (immutable, append): (u32, u32)) -> Protection {
         Protection {
-            immutable: f & sys::FS_IMMUTABLE_FL != 0,
-            append: f & sys::FS_APPEND_FL != 0,
-        }
-    }
-
-    fn xflags(self) -> u32 {
-        (if self.immutable {
-            sys::FS_XFLAG_IMMUTABLE
-        } else {
-            0
-        }) | (if self.append { sys::FS_XFLAG_APPEND } else { 0 })
-    }
-
-    fn from_xflags(f: u32) -> Protection {
-        Protection {
-            immutable: f & sys::FS_XFLAG_IMMUTABLE != 0,
-            append: f & sys::FS_XFLAG_APPEND != 0,
+            immutable: f & immutable != 0,
+            append: f & append != 0,
         }
     }
 
@@ -244,7 +230,7 @@ impl Union {
         let (fd, layer) = self.flags_fd(ino)?;
         let real = sys::get_flags(fd.as_fd())?;
         Ok(if self.is_upper(layer) {
-            real | recorded(XTarget::Fd(fd.as_fd())).flags()
+            real | recorded(XTarget::Fd(fd.as_fd())).to_bits(FLAGS)
         } else {
             real
         })
@@ -260,7 +246,7 @@ impl Union {
             return sys::set_flags(fd.as_fd(), flags);
         }
         sys::set_flags(fd.as_fd(), flags & !prot_bits)?;
-        record(XTarget::Fd(fd.as_fd()), Protection::from_flags(flags))?;
+        record(XTarget::Fd(fd.as_fd()), Protection::from_bits(flags, FLAGS))?;
         self.attributes_changed(ino);
         Ok(())
     }
@@ -271,7 +257,7 @@ impl Union {
         let (fd, layer) = self.flags_fd(ino)?;
         let mut x = sys::fs_get_xattr(fd.as_fd())?;
         if self.is_upper(layer) {
-            x.xflags |= recorded(XTarget::Fd(fd.as_fd())).xflags();
+            x.xflags |= recorded(XTarget::Fd(fd.as_fd())).to_bits(XFLAGS);
         }
         Ok(x)
     }
@@ -288,7 +274,10 @@ impl Union {
             ..x
         };
         sys::fs_set_xattr(fd.as_fd(), &real)?;
-        record(XTarget::Fd(fd.as_fd()), Protection::from_xflags(x.xflags))?;
+        record(
+            XTarget::Fd(fd.as_fd()),
+            Protection::from_bits(x.xflags, XFLAGS),
+        )?;
         self.attributes_changed(ino);
         Ok(())
     }
@@ -355,8 +344,8 @@ mod tests {
     fn xattr_and_flag_forms_round_trip() {
         for p in [IMM, APP, Protection::default(), IMM.union(APP)] {
             assert_eq!(Protection::from_xattr(&p.to_xattr()), p);
-            assert_eq!(Protection::from_flags(p.flags()), p);
-            assert_eq!(Protection::from_xflags(p.xflags()), p);
+            assert_eq!(Protection::from_bits(p.to_bits(FLAGS), FLAGS), p);
+            assert_eq!(Protection::from_bits(p.to_bits(XFLAGS), XFLAGS), p);
         }
     }
 }
