@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fuser::{Config, SessionACL};
 
-use crate::fuse_adapter::StrataFs;
+use crate::fuse_adapter::{AdapterConfig, StrataFs};
 use crate::layers::LayerSet;
 use crate::layertool::initlayer::InitLayer;
 use crate::logging;
@@ -239,7 +239,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         no_sync: !o.fsync,
         metacopy: o.metacopy,
         redirect_dir: o.redirect_dir,
-        acls: o.acl,
+        acls: o.acl && o.xattrs,
         static_nlink: o.static_nlink,
     };
     let union = match Union::new(layers, behaviour) {
@@ -268,7 +268,18 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     };
     let acl = cfg.acl;
     let session = match fuser::Session::from_fd(
-        StrataFs::new(union, ttl, entry_ttl, req.opts.passthrough, req.opts.acl),
+        StrataFs::new(
+            union,
+            AdapterConfig {
+                ttl,
+                entry_ttl,
+                passthrough: req.opts.passthrough,
+                acls: req.opts.acl && req.opts.xattrs,
+                squash_uid: req.opts.squash_uid,
+                squash_gid: req.opts.squash_gid,
+                xattrs: req.opts.xattrs,
+            },
+        ),
         dev,
         acl,
         cfg,

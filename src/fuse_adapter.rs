@@ -23,16 +23,33 @@ use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
 use crate::union::{Attr, Caller, KernelCache, Union};
 
-pub struct StrataFs {
-    union: Arc<Union>,
+/// What the mount options ask of the FUSE side.
+pub struct AdapterConfig {
     /// How long the kernel keeps attributes.
-    ttl: Duration,
+    pub ttl: Duration,
     /// How long the kernel keeps names and misses: every change of a name goes through
     /// this mount and the kernel, so this can be long.
+    pub entry_ttl: Duration,
+    pub passthrough: bool,
+    /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
+    pub acls: bool,
+    /// fuse-overlayfs' squash_to_uid / squash_to_gid / squash_to_root: the owner every
+    /// object is shown with (what is stored is unchanged).
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
+    /// fuse-overlayfs' `noxattrs=1` turns this off: every xattr call is EOPNOTSUPP.
+    pub xattrs: bool,
+}
+
+pub struct StrataFs {
+    union: Arc<Union>,
+    ttl: Duration,
     entry_ttl: Duration,
     io: IoModes,
-    /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
     acls: bool,
+    squash_uid: Option<u32>,
+    squash_gid: Option<u32>,
+    xattrs: bool,
     /// Requests served, for `stratafs stats`.
     stats: Stats,
     /// Let the kernel keep directory listings across opens: with the default cache time.
@@ -45,19 +62,17 @@ pub struct StrataFs {
 const LISTING_CACHE_FROM: Duration = Duration::from_secs(3600);
 
 impl StrataFs {
-    pub fn new(
-        union: Arc<Union>,
-        ttl: Duration,
-        entry_ttl: Duration,
-        passthrough: bool,
-        acls: bool,
-    ) -> StrataFs {
+    pub fn new(union: Arc<Union>, cfg: AdapterConfig) -> StrataFs {
+        let (ttl, entry_ttl) = (cfg.ttl, cfg.entry_ttl);
         StrataFs {
             union,
             ttl,
             entry_ttl,
-            io: IoModes::new(passthrough),
-            acls,
+            io: IoModes::new(cfg.passthrough),
+            acls: cfg.acls,
+            squash_uid: cfg.squash_uid,
+            squash_gid: cfg.squash_gid,
+            xattrs: cfg.xattrs,
             cache_listings: entry_ttl >= LISTING_CACHE_FROM,
             stats: Stats::default(),
         }
@@ -166,10 +181,27 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 }
 
 impl StrataFs {
+    /// The attributes the kernel gets: the merged view's, with the squashed owner.
+    fn fattr(&self, a: &Attr) -> FileAttr {
+        let mut f = file_attr(a);
+        f.uid = self.squash_uid.unwrap_or(f.uid);
+        f.gid = self.squash_gid.unwrap_or(f.gid);
+        f
+    }
+
+    /// EOPNOTSUPP under `noxattrs=1`.
+    fn xattrs_on(&self) -> Result<(), Errno> {
+        if self.xattrs {
+            Ok(())
+        } else {
+            Err(Errno::ENOTSUP)
+        }
+    }
+
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
         match r {
             Ok(a) => {
-                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &file_attr(&a), Generation(0))
+                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &self.fattr(&a), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -272,7 +304,7 @@ impl Filesystem for StrataFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timing = self.stats.time(Op::Getattr);
         match self.union.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -305,7 +337,7 @@ impl Filesystem for StrataFs {
             mtime: timespec(mtime),
         };
         match self.union.setattr(caller(req), ino.0, fh.map(|f| f.0), ch) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -570,7 +602,7 @@ impl Filesystem for StrataFs {
                     next,
                     &e.name,
                     &Duration::ZERO,
-                    &file_attr(&a),
+                    &self.fattr(&a),
                     Generation(0),
                 );
             }
@@ -581,7 +613,7 @@ impl Filesystem for StrataFs {
                         next,
                         &e.name,
                         &self.ttl,
-                        &file_attr(&a),
+                        &self.fattr(&a),
                         Generation(0),
                     );
                     if full {
@@ -641,7 +673,8 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Setxattr);
         empty(
             reply,
-            self.union.change_xattr(ino.0, name, Some((value, flags))),
+            self.xattrs_on()
+                .and_then(|()| self.union.change_xattr(ino.0, name, Some((value, flags)))),
         );
     }
 
@@ -657,7 +690,10 @@ impl Filesystem for StrataFs {
                 reply_xattr(reply, size, report.as_bytes())
             };
         }
-        match self.union.getxattr(ino.0, name) {
+        match self
+            .xattrs_on()
+            .and_then(|()| self.union.getxattr(ino.0, name))
+        {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(e)),
         }
@@ -665,7 +701,10 @@ impl Filesystem for StrataFs {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _timing = self.stats.time(Op::Listxattr);
-        match self.union.listxattr(caller(req), ino.0) {
+        match self
+            .xattrs_on()
+            .and_then(|()| self.union.listxattr(caller(req), ino.0))
+        {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -680,7 +719,11 @@ impl Filesystem for StrataFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Removexattr);
-        empty(reply, self.union.change_xattr(ino.0, name, None));
+        empty(
+            reply,
+            self.xattrs_on()
+                .and_then(|()| self.union.change_xattr(ino.0, name, None)),
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -714,7 +757,7 @@ impl Filesystem for StrataFs {
                     Ok(f) => f,
                     Err(e) => return reply.error(errno(e)),
                 };
-                let attr = file_attr(&a);
+                let attr = self.fattr(&a);
                 match self
                     .io
                     .open(a.ino(), fh, true, true, file.fd().as_fd(), |fd| {

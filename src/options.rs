@@ -53,6 +53,11 @@ pub struct MountOptions {
     pub fsync: bool,
     /// fuse-overlayfs' `static_nlink`: directories report st_nlink 1.
     pub static_nlink: bool,
+    /// fuse-overlayfs' squash_to_uid=/squash_to_gid= (squash_to_root: 0, lower precedence).
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
+    /// fuse-overlayfs' `noxattrs=1` turns this off.
+    pub xattrs: bool,
 }
 
 /// The generic mount flags and the MS_ bits they set and clear, as mount(8) knows them.
@@ -134,6 +139,9 @@ impl Default for MountOptions {
             remount: false,
             fsync: true,
             static_nlink: false,
+            squash_uid: None,
+            squash_gid: None,
+            xattrs: true,
         }
     }
 }
@@ -314,6 +322,24 @@ impl MountOptions {
                 // fuse-overlayfs' own options (see README's option table).
                 "fsync" => self.fsync = parse_bool("fsync", &need(&val)?)?,
                 "static_nlink" if val.is_none() => self.static_nlink = true,
+                "noxattrs" => self.xattrs = !parse_bool("noxattrs", &need(&val)?)?,
+                // squash_to_uid/gid win over squash_to_root, in whatever order they come.
+                "squash_to_root" if val.is_none() => {
+                    self.squash_uid.get_or_insert(0);
+                    self.squash_gid.get_or_insert(0);
+                }
+                "squash_to_uid" | "squash_to_gid" => {
+                    let v = need(&val)?;
+                    let id: u32 =
+                        v.parse().ok().filter(|id| *id != u32::MAX).ok_or_else(|| {
+                            format!("option '{key}' takes a numeric id, not '{v}'")
+                        })?;
+                    if key == "squash_to_uid" {
+                        self.squash_uid = Some(id);
+                    } else {
+                        self.squash_gid = Some(id);
+                    }
+                }
                 "threaded" => {
                     // threaded=0: one worker; threaded=1: our default count.
                     self.threads = (!parse_bool("threaded", &need(&val)?)?).then_some(1);

@@ -12,7 +12,8 @@ fn layout(l: &Path) {
     sh(
         l,
         "mkdir -p d/sub1 d/sub2 && echo f > d/f && chmod 644 d/f
-         echo secret > secret && chmod 600 secret",
+         echo secret > secret && chmod 600 secret
+         chown 1000:1000 d/f && setfattr -n user.x -v 1 d/f",
     );
 }
 
@@ -104,4 +105,40 @@ fn plugins_are_refused_in_one_line() {
         "stratafs: option 'plugins': lazy-pull layer plugins are not supported"
     );
     assert!(!is_mounted(&l.mnt));
+}
+
+/// squash_to_uid / squash_to_gid / squash_to_root show every object with that owner (what
+/// is stored is unchanged); noxattrs=1 refuses every xattr call (fuse-overlayfs 1.10 still
+/// lets removexattr through, which stratafs refuses too).
+#[test]
+fn squash_and_noxattrs_as_fuse_overlayfs() {
+    let owners = [
+        root("stat -c '%n %u:%g' d d/f ."),
+        root("touch d/new && stat -c '%u:%g' d/new"),
+        root("chown 5:5 d/f && stat -c '%u:%g' d/f"),
+    ];
+    same_as(
+        Fs::FuseOverlayfs,
+        layout,
+        "squash_to_uid=7,squash_to_gid=8",
+        &owners,
+    );
+    same_as(Fs::FuseOverlayfs, layout, "squash_to_root", &owners);
+    same_as(
+        Fs::FuseOverlayfs,
+        layout,
+        "squash_to_gid=9,squash_to_root",
+        &owners,
+    );
+    same_as(
+        Fs::FuseOverlayfs,
+        layout,
+        "noxattrs=1",
+        &[
+            root("getfattr -d d/f"),
+            root("getfattr -n user.x d/f"),
+            root("setfattr -n user.y -v 2 d/f"),
+            root("cat d/f"),
+        ],
+    );
 }
