@@ -239,7 +239,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         no_sync: !o.fsync,
         metacopy: o.metacopy,
         redirect_dir: o.redirect_dir,
-        acls: o.acl && o.xattrs,
+        acls: o.acls(),
         static_nlink: o.static_nlink,
     };
     let union = match Union::new(layers, behaviour) {
@@ -253,7 +253,6 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     // change goes through this mount, which the kernel sees, or is one the union tells the
     // kernel about (and files open for writing never have their attributes cached).
     let ttl = Duration::from_secs_f64(req.opts.timeout_secs.unwrap_or(3600.0));
-    let entry_ttl = ttl;
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
@@ -272,9 +271,8 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             union,
             AdapterConfig {
                 ttl,
-                entry_ttl,
                 passthrough: req.opts.passthrough,
-                acls: req.opts.acl && req.opts.xattrs,
+                acls: req.opts.acls(),
                 squash_uid: req.opts.squash_uid,
                 squash_gid: req.opts.squash_gid,
                 xattrs: req.opts.xattrs,

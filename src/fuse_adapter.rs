@@ -25,11 +25,9 @@ use crate::union::{Attr, Caller, KernelCache, Union};
 
 /// What the mount options ask of the FUSE side.
 pub struct AdapterConfig {
-    /// How long the kernel keeps attributes.
+    /// How long the kernel keeps names, misses and attributes: every change goes through
+    /// this mount or is pushed to the kernel, so this can be long.
     pub ttl: Duration,
-    /// How long the kernel keeps names and misses: every change of a name goes through
-    /// this mount and the kernel, so this can be long.
-    pub entry_ttl: Duration,
     pub passthrough: bool,
     /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
     pub acls: bool,
@@ -43,13 +41,8 @@ pub struct AdapterConfig {
 
 pub struct StrataFs {
     union: Arc<Union>,
-    ttl: Duration,
-    entry_ttl: Duration,
+    cfg: AdapterConfig,
     io: IoModes,
-    acls: bool,
-    squash_uid: Option<u32>,
-    squash_gid: Option<u32>,
-    xattrs: bool,
     /// Requests served, for `stratafs stats`.
     stats: Stats,
     /// Let the kernel keep directory listings across opens: with the default cache time.
@@ -63,18 +56,12 @@ const LISTING_CACHE_FROM: Duration = Duration::from_secs(3600);
 
 impl StrataFs {
     pub fn new(union: Arc<Union>, cfg: AdapterConfig) -> StrataFs {
-        let (ttl, entry_ttl) = (cfg.ttl, cfg.entry_ttl);
         StrataFs {
             union,
-            ttl,
-            entry_ttl,
             io: IoModes::new(cfg.passthrough),
-            acls: cfg.acls,
-            squash_uid: cfg.squash_uid,
-            squash_gid: cfg.squash_gid,
-            xattrs: cfg.xattrs,
-            cache_listings: entry_ttl >= LISTING_CACHE_FROM,
+            cache_listings: cfg.ttl >= LISTING_CACHE_FROM,
             stats: Stats::default(),
+            cfg,
         }
     }
 }
@@ -184,14 +171,14 @@ impl StrataFs {
     /// The attributes the kernel gets: the merged view's, with the squashed owner.
     fn fattr(&self, a: &Attr) -> FileAttr {
         let mut f = file_attr(a);
-        f.uid = self.squash_uid.unwrap_or(f.uid);
-        f.gid = self.squash_gid.unwrap_or(f.gid);
+        f.uid = self.cfg.squash_uid.unwrap_or(f.uid);
+        f.gid = self.cfg.squash_gid.unwrap_or(f.gid);
         f
     }
 
     /// EOPNOTSUPP under `noxattrs=1`.
     fn xattrs_on(&self) -> Result<(), Errno> {
-        if self.xattrs {
+        if self.cfg.xattrs {
             Ok(())
         } else {
             Err(Errno::ENOTSUP)
@@ -201,7 +188,7 @@ impl StrataFs {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
         match r {
             Ok(a) => {
-                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &self.fattr(&a), Generation(0))
+                reply.entry_with_ttls(&self.cfg.ttl, &self.cfg.ttl, &self.fattr(&a), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -260,7 +247,7 @@ impl Filesystem for StrataFs {
         if self.cache_listings {
             let _ = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         }
-        if self.acls
+        if self.cfg.acls
             && config
                 .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
                 .is_err()
@@ -283,14 +270,14 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Lookup);
         match self.union.lookup(parent.0, name) {
             Ok(a) => self.entry(reply, Ok(a)),
-            Err(Errno::ENOENT) if !self.entry_ttl.is_zero() => {
+            Err(Errno::ENOENT) if !self.cfg.ttl.is_zero() => {
                 // A negative entry: names only appear through this mount, which the
                 // kernel sees, so the miss can be cached.
                 let mut a = file_attr(&Attr {
                     st: crate::sys::zero_stat(),
                 });
                 a.ino = INodeNo(0);
-                reply.entry_with_ttls(&self.ttl, &self.entry_ttl, &a, Generation(0));
+                reply.entry_with_ttls(&self.cfg.ttl, &self.cfg.ttl, &a, Generation(0));
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -304,7 +291,7 @@ impl Filesystem for StrataFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timing = self.stats.time(Op::Getattr);
         match self.union.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &self.fattr(&a)),
+            Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -337,7 +324,7 @@ impl Filesystem for StrataFs {
             mtime: timespec(mtime),
         };
         match self.union.setattr(caller(req), ino.0, fh.map(|f| f.0), ch) {
-            Ok(a) => reply.attr(&self.ttl, &self.fattr(&a)),
+            Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -612,7 +599,7 @@ impl Filesystem for StrataFs {
                         INodeNo(a.ino()),
                         next,
                         &e.name,
-                        &self.ttl,
+                        &self.cfg.ttl,
                         &self.fattr(&a),
                         Generation(0),
                     );
@@ -764,7 +751,7 @@ impl Filesystem for StrataFs {
                         reply.open_backing(fd)
                     }) {
                     OpenMode::Passthrough(b) => reply.created_passthrough(
-                        &self.ttl,
+                        &self.cfg.ttl,
                         &attr,
                         Generation(0),
                         FileHandle(fh),
@@ -772,7 +759,7 @@ impl Filesystem for StrataFs {
                         &b,
                     ),
                     OpenMode::Cached { keep_cache } => reply.created(
-                        &self.ttl,
+                        &self.cfg.ttl,
                         &attr,
                         Generation(0),
                         FileHandle(fh),

@@ -366,6 +366,11 @@ impl MountOptions {
         Ok(())
     }
 
+    /// Whether POSIX ACLs are on: asked for (the default) and xattrs not turned off.
+    pub fn acls(&self) -> bool {
+        self.acl && self.xattrs
+    }
+
     #[cfg(test)]
     pub fn parse(opts: &str) -> Result<MountOptions, String> {
         let mut m = MountOptions::default();

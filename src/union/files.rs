@@ -301,12 +301,15 @@ impl Union {
         }
         match ch.change() {
             Some(change) => self.check_node(ino, change)?,
-            // A kill-only setattr (see below): nothing to do, and no copy-up, where there
-            // is no setuid/setgid bit to drop.
-            None if self.getattr_node(&node)?.st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 => {
-                return self.getattr_node(&node);
+            None => {
+                // A kill-only setattr (see below): nothing to do, and no copy-up, where
+                // there is no setuid/setgid bit to drop.
+                let now = self.getattr_node(&node)?;
+                if now.st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+                    return Ok(now);
+                }
+                self.check_node(ino, Change::Attributes)?;
             }
-            None => self.check_node(ino, Change::Attributes)?,
         }
         self.make_writable(
             &node,

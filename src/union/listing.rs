@@ -154,7 +154,13 @@ impl Union {
 
     /// "." and ".." of a dir, and its merged listing: the cached one while the dir's names
     /// have not changed, else a fresh one (then cached).
-    fn snapshot_dir(&self, ino: u64) -> SysResult<([ListEntry; 2], Arc<Vec<ListEntry>>)> {
+    /// `from_start`: a listing read from its start, which checks that a cached listing's
+    /// layer dirs are still readable; the reads that continue it need not check again.
+    fn snapshot_dir(
+        &self,
+        ino: u64,
+        from_start: bool,
+    ) -> SysResult<([ListEntry; 2], Arc<Vec<ListEntry>>)> {
         let node = self.node(ino)?;
         let _ns = self.ns.read();
         let dir = self.dir_view(&node)?;
@@ -178,7 +184,7 @@ impl Union {
         if let Some(cached) = self.index.get(ino) {
             // The cached listing stands for the layer dirs: they must still be readable
             // (a lower made unreadable underneath answers EACCES here, as a fresh listing).
-            for &l in &dir.layers {
+            for &l in dir.layers.iter().filter(|_| from_start) {
                 match self.dir_fd(l, self.dir_path_in(&dir, l)) {
                     Ok(fd) => sys::check_dir_access(fd.as_fd())?,
                     Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
@@ -197,7 +203,7 @@ impl Union {
 
     /// Whether directory `ino` can be listed now (every layer dir of it readable).
     pub fn check_listable(&self, ino: u64) -> SysResult<()> {
-        self.snapshot_dir(ino).map(drop)
+        self.snapshot_dir(ino, true).map(drop)
     }
 
     /// Feeds the entries of directory `ino` after `offset` to `add` (which gets each
@@ -214,7 +220,7 @@ impl Union {
         offset: u64,
         mut add: impl FnMut(u64, &ListEntry) -> bool,
     ) -> SysResult<()> {
-        let (dots, entries) = self.snapshot_dir(ino)?;
+        let (dots, entries) = self.snapshot_dir(ino, offset == 0)?;
         let first = resume_at(&entries, offset);
         for e in dots.iter().chain(entries.iter()).skip(first) {
             if add(e.cookie, e) {
