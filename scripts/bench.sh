@@ -45,6 +45,14 @@
 #       W10 and W11 run again on kernel overlayfs and stratafs with
 #       -o metacopy=on,redirect_dir=on (both off by default), in rows of their own
 #   W12 W1 on a union of 100 lowers (extra/97:...:extra/00:top:base); not on native
+#   W13 page cache: 10 fresh mounts of the same layers each read the same $PC_MIB MiB of
+#       big.img (a lower file); the growth of Cached (/proc/meminfo) over the growth
+#       when one mount reads it ("x": 1 = the mounts share one page cache); not on native
+#   W14 rm -rf of wide/, a dir of 200k entries merged from both lowers, cold
+#   C   real clients: scripts/clients/{podman,docker,apt}.sh --repeat BENCH_RUNS on kernel
+#       overlayfs, fuse-overlayfs 1.10 and stratafs (the scripts pick the systems; fo2 is
+#       not among them); each step is a row "C <client> <step>". Skipped (noted in the
+#       report) where the script cannot run here (exit 77)
 #
 # Usage: scripts/bench.sh            (as root)
 # Env:   BENCH_RUNS=5          runs per workload (1 with BENCH_QUICK=1)
@@ -70,10 +78,13 @@ QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     RUNS=${BENCH_RUNS:-1}; FIO_SECS=${BENCH_FIO_SECS:-3}; FIO_SIZE=32M; MODE=quick
     N_MANY=5000; MANY_L=5k; BIG_MIB=64; N_SMALL=200; N_MERGED=10; N_UNTAR=2000
+    N_WIDE=4000; PC_MIB=32
 else
     RUNS=${BENCH_RUNS:-5}; FIO_SECS=${BENCH_FIO_SECS:-30}; FIO_SIZE=256M; MODE=full
     N_MANY=100000; MANY_L=100k; BIG_MIB=1024; N_SMALL=2000; N_MERGED=100; N_UNTAR=20000
+    N_WIDE=200000; PC_MIB=200
 fi
+WIDE_L="$((N_WIDE / 1000))k"
 N_EXTRA=98
 BIG_L=$([ "$BIG_MIB" -ge 1024 ] && echo "$((BIG_MIB / 1024))GiB" || echo "${BIG_MIB}MiB")
 MERGED_L="$((N_MERGED * 100 / 1000))k"; [ "$N_MERGED" -lt 10 ] && MERGED_L=$((N_MERGED * 100))
@@ -81,7 +92,7 @@ UNTAR_L="$((N_UNTAR / 1000))k"
 CACHE=${BENCH_CACHE:-/var/tmp/stratafs-bench}
 OUT=${BENCH_OUT:-$CACHE/bench-results.md}
 SYSTEMS=(${BENCH_SYSTEMS:-native kernel fo1 fo2 stratafs})
-WORKLOADS=(${BENCH_WORKLOADS:-W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 W12})
+WORKLOADS=(${BENCH_WORKLOADS:-W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 W12 W13 W14 C})
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 STRATAFS_OPTS=${STRATAFS_OPTS:-}
 CLK_TCK=$(getconf CLK_TCK)
@@ -289,7 +300,7 @@ build_rootfs() {
 
 build_fixtures() {
     FX=$CACHE/fx-$MODE
-    local stamp="v1 rootfs=$ROOTFS_KIND $N_MANY $BIG_MIB $N_SMALL $N_MERGED $N_EXTRA $N_UNTAR"
+    local stamp="v1 rootfs=$ROOTFS_KIND $N_MANY $BIG_MIB $N_SMALL $N_MERGED $N_EXTRA $N_UNTAR $N_WIDE"
     stamp+=" $(md5sum <"$HERE/fixtures.py" | cut -c1-12)"
     if [ -f "$FX/.ok" ] && [ "$(<"$FX/.ok")" = "$stamp" ]; then return 0; fi
     say "building the layers in $FX ($MODE sizes; a few minutes the first time)"
@@ -298,7 +309,7 @@ build_fixtures() {
     cp -a "$CACHE/rootfs" "$FX/base/rootfs" && cp -a "$CACHE/rootfs" "$FX/native/rootfs" ||
         die "copying the rootfs failed"
     python3 "$HERE/fixtures.py" "$FX" "$N_MANY" "$BIG_MIB" "$N_SMALL" "$N_MERGED" "$N_EXTRA" \
-        "$N_UNTAR" >>"$LOG" 2>&1 || die "fixtures.py failed (see $LOG)"
+        "$N_UNTAR" "$N_WIDE" >>"$LOG" 2>&1 || die "fixtures.py failed (see $LOG)"
     (cd "$FX/native" && find rootfs many) >"$FX/lstat.list" || die "lstat list"
     sync
     echo "$stamp" >"$FX/.ok"
@@ -328,26 +339,30 @@ daemon_pid() { # MNT: the FUSE daemon serving it (its last argument is the mount
     done
 }
 
+mount_union() { # SYS LOWERS UPPER WORK MNT: mount one union of SYS (not native)
+    local sys=$1 o="lowerdir=$2,upperdir=$3,workdir=$4$VAR_OPTS" m=$5 rc=0
+    case $sys in
+    kernel) (cd "$FX" && mount -t overlay overlay -o "$o" "$m") ;;
+    fo1) (cd "$FX" && fuse-overlayfs -o "$o" "$m") ;;
+    fo2) (cd "$FX" && "$FO2" -o "$o" "$m") ;;
+    stratafs) (cd "$FX" && "$STRATAFS" -o "$o$STRATAFS_OPTS" "$m") ;;
+    *) die "unknown system $sys" ;;
+    esac >>"$LOG" 2>&1 || rc=$?
+    if [ $rc != 0 ] || ! mountpoint -q "$m"; then
+        say "mount of $sys failed (rc $rc, see $LOG)"
+        echo "mount of $sys failed: rc $rc" >>"$LOG"
+        mountpoint -q "$m" && force_unmount "$m"
+        return 1
+    fi
+}
+
 up() { # SYS [LOWERS]: mount a fresh union (or pick the native dir); sets R, DPID, MOUNTED
-    local sys=$1 lowers=${2:-$LOWERS2} o rc=0
+    local sys=$1 lowers=${2:-$LOWERS2}
     SYS=$sys DPID= MOUNTED=0 R=$RUND/not-mounted
     clean_run_dirs
     mkdir -p "$U" "$W" "$S" "$M"
-    o="lowerdir=$lowers,upperdir=$U,workdir=$W$VAR_OPTS"
-    case $sys in
-    native) R=$FX/native; native_restore; MOUNTED=1; return 0 ;;
-    kernel) (cd "$FX" && mount -t overlay overlay -o "$o" "$M") ;;
-    fo1) (cd "$FX" && fuse-overlayfs -o "$o" "$M") ;;
-    fo2) (cd "$FX" && "$FO2" -o "$o" "$M") ;;
-    stratafs) (cd "$FX" && "$STRATAFS" -o "$o$STRATAFS_OPTS" "$M") ;;
-    *) die "unknown system $sys" ;;
-    esac >>"$LOG" 2>&1 || rc=$?
-    if [ $rc != 0 ] || ! mountpoint -q "$M"; then
-        say "mount of $sys failed (rc $rc, see $LOG)"
-        echo "mount of $sys failed: rc $rc" >>"$LOG"
-        mountpoint -q "$M" && force_unmount "$M"
-        return 1
-    fi
+    if [ "$sys" = native ]; then R=$FX/native; native_restore; MOUNTED=1; return 0; fi
+    mount_union "$sys" "$lowers" "$U" "$W" "$M" || return 1
     R=$M MOUNTED=1
     case $sys in fo1 | fo2 | stratafs)
         DPID=$(daemon_pid "$M")
@@ -586,6 +601,82 @@ wl_W11() {
     done
     VAR_OPTS=
 }
+cached_kb() { awk '$1 == "Cached:" {print $2}' /proc/meminfo; }
+
+# The growth of the page cache when 10 mounts read the same PC_MIB MiB of one lower file,
+# over its growth when one does -> $VALUEF. Mounts are made before the cold start, so only
+# the reads count.
+pagecache_growth() { # SYS
+    local i c0 c1= pids=() m
+    for i in $(seq 1 10); do
+        m=$RUND/pc$i
+        mkdir -p "$m/u" "$m/w" "$m/m"
+        mount_union "$1" "$LOWERS2" "$m/u" "$m/w" "$m/m" || return 1
+    done
+    cold; sleep 1
+    c0=$(cached_kb)
+    for i in $(seq 1 10); do
+        dd if="$RUND/pc$i/m/big.img" of=/dev/null bs=1M count="$PC_MIB" status=none || return 1
+        [ "$i" = 1 ] && c1=$(cached_kb)
+    done
+    awk -v a="$c0" -v b="$c1" -v c="$(cached_kb)" 'BEGIN {printf "%.3f", (c - a) / (b - a)}' >"$VALUEF"
+    echo "$(( ($(cached_kb) - c0) / 1024 )) MiB cached by 10 mounts, $(( (c1 - c0) / 1024 )) by one"
+}
+pagecache_unmount() {
+    local i m
+    for i in $(seq 1 10); do
+        m=$RUND/pc$i
+        if mountpoint -q "$m/m"; then umount "$m/m" 2>>"$LOG" || force_unmount "$m/m"; fi
+        rm -rf --one-file-system "$m"
+    done
+}
+wl_W13() {
+    [ "$1" = native ] && return 0
+    SYS=$1 DPID= MOUNTED=1
+    measure "W13 page cache, 10 mounts read ${PC_MIB}MiB" x pagecache_growth "$1"
+    pagecache_unmount
+    MOUNTED=0
+}
+wl_W14() {
+    local d
+    up "$1"
+    d=$R/wide
+    if [ "$1" = native ]; then cp -a "$FX/native/wide" "$S/wide" && d=$S/wide; fi
+    cold
+    CHK="[ -e '$d' ] && echo still-there; ls '$FX/top/wide' | wc -l"
+    measure "W14 rm -rf $WIDE_L merged dir cold" s rm -rf "$d"
+    down
+}
+
+# C: the client scripts, each timing its steps on kernel overlayfs, fuse-overlayfs 1.10 and
+# stratafs, repeated RUNS times; folded in as rows "C <client> <step>" (not per system:
+# called once, from run 1).
+wl_C() {
+    [ "$RUN" = 1 ] && [ "$1" = "${SYSTEMS[0]}" ] || return 0
+    local c rc res fs sys step secs n
+    for c in podman docker apt; do
+        res=$RESD/clients-$c.tsv
+        say "  C: scripts/clients/$c.sh --repeat $RUNS (its log: $RESD/clients-$c.log)"
+        rc=0
+        STRATAFS=$STRATAFS CLIENTS_RESULTS=$res \
+            bash "$REPO/scripts/clients/$c.sh" --repeat "$RUNS" >"$RESD/clients-$c.log" 2>&1 || rc=$?
+        if [ $rc = 77 ]; then
+            printf 'note\t%s\n' "C $c skipped: $(grep '^SKIP:' "$RESD/clients-$c.log" | tail -1)" >>"$TSV"
+            continue
+        fi
+        [ $rc != 0 ] && printf 'note\t%s\n' "C $c: the script exited $rc (see clients-$c.log)" >>"$TSV"
+        [ -s "$res" ] || continue
+        declare -A nth=()
+        while IFS=$'\t' read -r fs step secs; do
+            case $fs in overlay) sys=kernel ;; fuse-overlayfs) sys=fo1 ;; stratafs) sys=stratafs ;; *) continue ;; esac
+            n=$(( ${nth["$fs $step"]:-0} + 1 )); nth["$fs $step"]=$n
+            SYS=$sys RUN=$n rec "C $c $step" "$secs" s "$secs" "" "" "" 0
+        done <"$res"
+        unset nth
+        RUN=1
+    done
+}
+
 # kernel overlayfs and stratafs have metacopy and redirect_dir (off by default in both):
 # W10 and W11 run a second time with them on (rows marked metacopy=on / redirect_dir=on)
 has_levers() { [ "$1" = kernel ] || [ "$1" = stratafs ]; }

@@ -15,6 +15,7 @@ use crate::layers::LayerSet;
 use crate::layertool::initlayer::InitLayer;
 use crate::logging;
 use crate::options::MountOptions;
+use crate::options::Passthrough;
 use crate::sys;
 use crate::union::{Behaviour, Union};
 
@@ -271,7 +272,8 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
             union,
             AdapterConfig {
                 ttl,
-                passthrough: req.opts.passthrough,
+                passthrough: req.opts.passthrough != Passthrough::Off,
+                passthrough_lower: req.opts.passthrough == Passthrough::All,
                 acls: req.opts.acls(),
                 squash_uid: req.opts.squash_uid,
                 squash_gid: req.opts.squash_gid,

@@ -29,6 +29,8 @@ pub struct AdapterConfig {
     /// this mount or is pushed to the kernel, so this can be long.
     pub ttl: Duration,
     pub passthrough: bool,
+    /// Open lower copies in passthrough too (`passthrough=all`).
+    pub passthrough_lower: bool,
     /// Ask the kernel to enforce POSIX ACLs (and to leave umask and inheritance to us).
     pub acls: bool,
     /// fuse-overlayfs' squash_to_uid / squash_to_gid / squash_to_root: the owner every
@@ -187,11 +189,20 @@ impl StrataFs {
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
         match r {
-            Ok(a) => {
-                reply.entry_with_ttls(&self.cfg.ttl, &self.cfg.ttl, &self.fattr(&a), Generation(0))
-            }
+            Ok(a) => reply.entry_for_node(
+                INodeNo(a.nodeid),
+                &self.cfg.ttl,
+                &self.cfg.ttl,
+                &self.fattr(&a),
+                Generation(0),
+            ),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    /// The object number of the kernel's node id (see union::inodes).
+    fn num(&self, id: INodeNo) -> u64 {
+        self.union.number_of_node(id.0)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -207,7 +218,7 @@ impl StrataFs {
     ) {
         let r = self
             .union
-            .create(caller(req), parent.0, name, kind, mode, umask)
+            .create(caller(req), self.num(parent), name, kind, mode, umask)
             .map(|(a, _)| a);
         self.entry(reply, r);
     }
@@ -268,13 +279,14 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _timing = self.stats.time(Op::Lookup);
-        match self.union.lookup(parent.0, name) {
+        match self.union.lookup(self.num(parent), name) {
             Ok(a) => self.entry(reply, Ok(a)),
             Err(Errno::ENOENT) if !self.cfg.ttl.is_zero() => {
                 // A negative entry: names only appear through this mount, which the
                 // kernel sees, so the miss can be cached.
                 let mut a = file_attr(&Attr {
                     st: crate::sys::zero_stat(),
+                    nodeid: 0,
                 });
                 a.ino = INodeNo(0);
                 reply.entry_with_ttls(&self.cfg.ttl, &self.cfg.ttl, &a, Generation(0));
@@ -290,7 +302,7 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timing = self.stats.time(Op::Getattr);
-        match self.union.getattr(ino.0) {
+        match self.union.getattr(self.num(ino)) {
             Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -323,7 +335,10 @@ impl Filesystem for StrataFs {
             atime: timespec(atime),
             mtime: timespec(mtime),
         };
-        match self.union.setattr(caller(req), ino.0, fh.map(|f| f.0), ch) {
+        match self
+            .union
+            .setattr(caller(req), self.num(ino), fh.map(|f| f.0), ch)
+        {
             Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -331,7 +346,7 @@ impl Filesystem for StrataFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _timing = self.stats.time(Op::Readlink);
-        match self.union.readlink(ino.0) {
+        match self.union.readlink(self.num(ino)) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(e)),
         }
@@ -374,12 +389,12 @@ impl Filesystem for StrataFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Unlink);
-        empty(reply, self.union.remove(parent.0, name, false));
+        empty(reply, self.union.remove(self.num(parent), name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Rmdir);
-        empty(reply, self.union.remove(parent.0, name, true));
+        empty(reply, self.union.remove(self.num(parent), name, true));
     }
 
     fn symlink(
@@ -415,8 +430,13 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Rename);
         empty(
             reply,
-            self.union
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+            self.union.rename(
+                self.num(parent),
+                name,
+                self.num(newparent),
+                newname,
+                flags.bits(),
+            ),
         );
     }
 
@@ -429,12 +449,16 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         let _timing = self.stats.time(Op::Link);
-        self.entry(reply, self.union.link(ino.0, newparent.0, newname));
+        self.entry(
+            reply,
+            self.union.link(self.num(ino), self.num(newparent), newname),
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timing = self.stats.time(Op::Open);
-        let (fh, in_upper) = match self.union.open(caller(req), ino.0, flags.0) {
+        let number = self.num(ino);
+        let (fh, mutable) = match self.union.open(caller(req), number, flags.0) {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
@@ -442,16 +466,29 @@ impl Filesystem for StrataFs {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
-        match self
-            .io
-            .open(ino.0, fh, in_upper, in_upper, file.fd().as_fd(), |fd| {
-                reply.open_backing(fd)
-            }) {
+        let passthrough_ok = mutable || self.cfg.passthrough_lower;
+        match self.io.open(
+            ino.0,
+            fh,
+            passthrough_ok,
+            mutable,
+            file.fd().as_fd(),
+            |fd| reply.open_backing(fd),
+        ) {
             OpenMode::Passthrough(b) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }
             OpenMode::Cached { keep_cache } => {
                 reply.opened(FileHandle(fh), cache_flags(keep_cache))
+            }
+            OpenMode::Stale => {
+                // Copied up while open through its lower copy: the kernel inode keeps that
+                // backing for the files already open; lookups answer with a new node id
+                // from now on, and ESTALE makes the VFS look the path up again (with
+                // LOOKUP_REVAL) and open the new inode.
+                self.union.release(fh);
+                self.union.supersede(number);
+                reply.error(FErrno::from_i32(libc::ESTALE))
             }
         }
     }
@@ -544,7 +581,7 @@ impl Filesystem for StrataFs {
         if self.cache_listings {
             return reply.error(FErrno::from_i32(libc::ENOSYS));
         }
-        match self.union.check_listable(ino.0) {
+        match self.union.check_listable(self.num(ino)) {
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
@@ -559,7 +596,7 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectory,
     ) {
         let _timing = self.stats.time(Op::Readdir);
-        let r = self.union.readdir(ino.0, offset, |next, e| {
+        let r = self.union.readdir(self.num(ino), offset, |next, e| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
         });
         match r {
@@ -577,7 +614,7 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _timing = self.stats.time(Op::Readdirplus);
-        let r = self.union.readdir(ino.0, offset, |next, e| {
+        let r = self.union.readdir(self.num(ino), offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 // Not counted as lookups by the kernel: plain attributes only.
                 let a = match self.union.getattr(e.ino) {
@@ -593,10 +630,10 @@ impl Filesystem for StrataFs {
                     Generation(0),
                 );
             }
-            match self.union.lookup(ino.0, &e.name) {
+            match self.union.lookup(self.num(ino), &e.name) {
                 Ok(a) => {
                     let full = reply.add(
-                        INodeNo(a.ino()),
+                        INodeNo(a.nodeid),
                         next,
                         &e.name,
                         &self.cfg.ttl,
@@ -604,7 +641,7 @@ impl Filesystem for StrataFs {
                         Generation(0),
                     );
                     if full {
-                        self.union.forget(a.ino(), 1);
+                        self.union.forget(a.nodeid, 1);
                     }
                     full
                 }
@@ -627,7 +664,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let _timing = self.stats.time(Op::Fsyncdir);
-        empty(reply, self.union.fsyncdir(ino.0));
+        empty(reply, self.union.fsyncdir(self.num(ino)));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -660,14 +697,16 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Setxattr);
         empty(
             reply,
-            self.xattrs_on()
-                .and_then(|()| self.union.change_xattr(ino.0, name, Some((value, flags)))),
+            self.xattrs_on().and_then(|()| {
+                self.union
+                    .change_xattr(self.num(ino), name, Some((value, flags)))
+            }),
         );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _timing = self.stats.time(Op::Getxattr);
-        if ino.0 == crate::union::ROOT_INO && name == STATS_XATTR {
+        if self.num(ino) == crate::union::ROOT_INO && name == STATS_XATTR {
             // `stratafs stats`: a trusted.* name, which the kernel lets only
             // CAP_SYS_ADMIN read. The size probe gets room for the report to grow.
             let report = self.stats.report(&self.union.report_lines());
@@ -679,7 +718,7 @@ impl Filesystem for StrataFs {
         }
         match self
             .xattrs_on()
-            .and_then(|()| self.union.getxattr(ino.0, name))
+            .and_then(|()| self.union.getxattr(self.num(ino), name))
         {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(e)),
@@ -690,7 +729,7 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Listxattr);
         match self
             .xattrs_on()
-            .and_then(|()| self.union.listxattr(caller(req), ino.0))
+            .and_then(|()| self.union.listxattr(caller(req), self.num(ino)))
         {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -709,13 +748,16 @@ impl Filesystem for StrataFs {
         empty(
             reply,
             self.xattrs_on()
-                .and_then(|()| self.union.change_xattr(ino.0, name, None)),
+                .and_then(|()| self.union.change_xattr(self.num(ino), name, None)),
         );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Access);
-        empty(reply, self.union.access(caller(req), ino.0, mask.bits()));
+        empty(
+            reply,
+            self.union.access(caller(req), self.num(ino), mask.bits()),
+        );
     }
 
     fn create(
@@ -731,7 +773,7 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Create);
         let r = self.union.create(
             caller(req),
-            parent.0,
+            self.num(parent),
             name,
             NewKind::File(flags),
             mode,
@@ -745,27 +787,30 @@ impl Filesystem for StrataFs {
                     Err(e) => return reply.error(errno(e)),
                 };
                 let attr = self.fattr(&a);
-                match self
-                    .io
-                    .open(a.ino(), fh, true, true, file.fd().as_fd(), |fd| {
-                        reply.open_backing(fd)
-                    }) {
-                    OpenMode::Passthrough(b) => reply.created_passthrough(
-                        &self.cfg.ttl,
-                        &attr,
-                        Generation(0),
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                        &b,
-                    ),
-                    OpenMode::Cached { keep_cache } => reply.created(
-                        &self.cfg.ttl,
-                        &attr,
-                        Generation(0),
-                        FileHandle(fh),
-                        cache_flags(keep_cache),
-                    ),
-                }
+                let backing =
+                    match self
+                        .io
+                        .open(a.nodeid, fh, true, true, file.fd().as_fd(), |fd| {
+                            reply.open_backing(fd)
+                        }) {
+                        OpenMode::Passthrough(b) => Some(b),
+                        OpenMode::Cached { .. } => None,
+                        OpenMode::Stale => {
+                            // A new object's kernel inode has no open files, so this cannot
+                            // happen; answered as a failed open all the same.
+                            self.union.release(fh);
+                            return reply.error(FErrno::from_i32(libc::EIO));
+                        }
+                    };
+                reply.created_for_node(
+                    INodeNo(a.nodeid),
+                    &self.cfg.ttl,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    backing.as_deref(),
+                );
             }
             Ok((_, None)) => reply.error(FErrno::from_i32(libc::EIO)),
             Err(e) => reply.error(errno(e)),
@@ -823,21 +868,21 @@ impl Filesystem for StrataFs {
         let r: Result<Vec<u8>, Errno> = match cmd {
             sys::FS_IOC_GETFLAGS => self
                 .union
-                .get_inode_flags(ino.0)
+                .get_inode_flags(self.num(ino))
                 .map(|f| f.to_ne_bytes().to_vec()),
             sys::FS_IOC_SETFLAGS => match in_data.get(..4) {
                 Some(b) => self
                     .union
-                    .set_inode_flags(ino.0, u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .set_inode_flags(self.num(ino), u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                     .map(|()| Vec::new()),
                 None => Err(Errno::EINVAL),
             },
             sys::FS_IOC_FSGETXATTR => self
                 .union
-                .get_inode_xflags(ino.0)
+                .get_inode_xflags(self.num(ino))
                 .map(|x| x.to_bytes().to_vec()),
             sys::FS_IOC_FSSETXATTR => sys::FsXattr::from_bytes(in_data)
-                .and_then(|x| self.union.set_inode_xflags(ino.0, x))
+                .and_then(|x| self.union.set_inode_xflags(self.num(ino), x))
                 .map(|()| Vec::new()),
             _ => Err(Errno(libc::ENOTTY)),
         };

@@ -1,15 +1,19 @@
-//! The kernel I/O mode of each open inode (FUSE passthrough). The kernel demands that all
-//! concurrent opens of one FUSE inode share one backing file, and that passthrough and
-//! cached (daemon-served) opens of an inode never mix. The rule kept here:
+//! The kernel I/O mode of each open kernel inode (FUSE passthrough), keyed by node id. The
+//! kernel demands that all concurrent opens of one FUSE inode share one backing file, and
+//! that passthrough and cached (daemon-served) opens of an inode never mix. The rule kept
+//! here:
 //!
-//! - a file whose copy is in the upper is opened in passthrough, sharing one `BackingId`
-//!   per inode (held by every handle, dropped with the last one), unless cached opens of
-//!   that inode are live, or a non-root caller writes a setuid/setgid file (its writes
-//!   must pass the kernel's privilege dropping);
-//! - a file still in a lower is opened cached (served by the daemon, with the page cache
-//!   kept across opens since a lower copy never changes). So a later write-open copies up
-//!   and, while those read-only opens live, is served cached too: no write can reach the
-//!   lower through an old backing file (S2).
+//! - a file is opened in passthrough on the copy the union opened (the upper copy, or with
+//!   `passthrough=all` a lower one too, so that every mount of an image shares the lower's
+//!   page cache), sharing one `BackingId` per kernel inode (held by every handle, dropped
+//!   with the last one), unless cached opens of that inode are live;
+//! - an open whose copy is not the live backing's file (the object was copied up while
+//!   opens through its lower copy live) is answered `Stale`: the adapter gives the object
+//!   a new node id and answers ESTALE, the kernel looks the name up again and opens the new
+//!   inode. No open can share a lower backing once the object has an upper copy, so no
+//!   write reaches a lower (S2); the files already open keep reading the lower copy.
+//! - otherwise the open is cached (served by the daemon; a lower copy never changes, so its
+//!   page cache is kept across opens).
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,12 +27,22 @@ use parking_lot::Mutex;
 struct InodeIo {
     cached_opens: u32,
     backing: Weak<BackingId>,
+    /// (st_dev, st_ino) of the file the live backing id was registered from.
+    backing_file: (u64, u64),
 }
 
 /// How one open was answered.
 pub enum OpenMode {
     Passthrough(Arc<BackingId>),
-    Cached { keep_cache: bool },
+    Cached {
+        keep_cache: bool,
+    },
+    /// The kernel inode's backing is another copy of the object: open it under a new node.
+    Stale,
+}
+
+fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    crate::sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
 }
 
 pub struct IoModes {
@@ -59,27 +73,38 @@ impl IoModes {
         self.inodes.entry(ino).or_default().clone()
     }
 
-    /// Decides the mode of a new open of `ino` (handle `fh`, fd `fd`); `register` turns an
-    /// fd into a backing id (the kernel ioctl). Falls back to cached on any failure, and
-    /// turns passthrough off for good when the kernel refuses it (EPERM: no CAP_SYS_ADMIN).
+    /// Decides the mode of a new open of kernel inode `nodeid` (handle `fh`, fd `fd`);
+    /// `register` turns an fd into a backing id (the kernel ioctl). Falls back to cached on
+    /// any failure, and turns passthrough off for good when the kernel refuses it (EPERM:
+    /// no CAP_SYS_ADMIN).
     pub fn open(
         &self,
-        ino: u64,
+        nodeid: u64,
         fh: u64,
         passthrough_ok: bool,
-        in_upper: bool,
+        mutable: bool,
         fd: BorrowedFd<'_>,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> OpenMode {
-        let io = self.inode(ino);
+        let io = self.inode(nodeid);
         let mut io = io.lock();
+        if let Some(b) = io.backing.upgrade() {
+            // Live passthrough opens: this one must share their backing file, if it is the
+            // copy this open is of.
+            if file_id(fd) != Some(io.backing_file) {
+                return OpenMode::Stale;
+            }
+            self.fhs.insert(fh, (nodeid, Some(b.clone())));
+            return OpenMode::Passthrough(b);
+        }
         if self.enabled() && passthrough_ok && io.cached_opens == 0 {
-            let backing = match io.backing.upgrade() {
-                Some(b) => Some(b),
-                None => match register(fd) {
+            let backing = match file_id(fd).map(|id| (id, register(fd))) {
+                None => None,
+                Some((id, registered)) => match registered {
                     Ok(b) => {
                         let b = Arc::new(b);
                         io.backing = Arc::downgrade(&b);
+                        io.backing_file = id;
                         Some(b)
                     }
                     Err(e) => {
@@ -94,20 +119,14 @@ impl IoModes {
                 },
             };
             if let Some(b) = backing {
-                self.fhs.insert(fh, (ino, Some(b.clone())));
+                self.fhs.insert(fh, (nodeid, Some(b.clone())));
                 return OpenMode::Passthrough(b);
             }
         }
-        if let Some(b) = io.backing.upgrade() {
-            // Live passthrough opens: this one must share their backing file, which is the
-            // upper copy (passthrough is never set up on a lower copy).
-            self.fhs.insert(fh, (ino, Some(b.clone())));
-            return OpenMode::Passthrough(b);
-        }
         io.cached_opens += 1;
-        self.fhs.insert(fh, (ino, None));
+        self.fhs.insert(fh, (nodeid, None));
         OpenMode::Cached {
-            keep_cache: !in_upper,
+            keep_cache: !mutable,
         }
     }
 

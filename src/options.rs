@@ -26,7 +26,7 @@ pub struct MountOptions {
     pub fsname: Option<String>,
     pub threads: Option<usize>,
     pub timeout_secs: Option<f64>,
-    pub passthrough: bool,
+    pub passthrough: Passthrough,
     /// Metadata changes of lower files copy no data until the first write.
     pub metacopy: bool,
     /// Renaming a merged directory writes a redirect instead of copying the tree.
@@ -125,7 +125,7 @@ impl Default for MountOptions {
             fsname: None,
             threads: None,
             timeout_secs: None,
-            passthrough: true,
+            passthrough: Passthrough::All,
             metacopy: false,
             redirect_dir: false,
             debug: false,
@@ -205,6 +205,30 @@ fn one_line(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Which opens the kernel serves from the layer file itself (FUSE passthrough).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Every file: upper copies and lower ones, whose page cache every mount then shares.
+    All,
+    /// Upper copies only: lower files are served by the daemon (a descriptor opened on a
+    /// lower copy then reads the upper copy once it exists, as on overlayfs).
+    Upper,
+    Off,
+}
+
+impl Passthrough {
+    fn parse(v: &str) -> Result<Passthrough, String> {
+        match v {
+            "all" | "on" | "true" | "yes" | "1" => Ok(Passthrough::All),
+            "upper" => Ok(Passthrough::Upper),
+            "off" | "false" | "no" | "0" => Ok(Passthrough::Off),
+            _ => Err(format!(
+                "option 'passthrough' takes all, upper or off, not '{v}'"
+            )),
+        }
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -306,7 +330,7 @@ impl MountOptions {
                         .ok_or_else(|| format!("option 'timeout' takes seconds, not '{v}'"))?;
                     self.timeout_secs = Some(t);
                 }
-                "passthrough" => self.passthrough = parse_bool("passthrough", &need(&val)?)?,
+                "passthrough" => self.passthrough = Passthrough::parse(&need(&val)?)?,
                 "metacopy" => self.metacopy = parse_bool("metacopy", &need(&val)?)?,
                 "redirect_dir" => self.redirect_dir = parse_bool("redirect_dir", &need(&val)?)?,
                 "debug" => self.debug = true,
@@ -515,6 +539,11 @@ mod tests {
         assert_eq!(m.lowerdirs.len(), 2);
         assert_eq!(m.threads, Some(2));
         assert_eq!(m.timeout_secs, Some(0.5));
-        assert!(!m.passthrough);
+        assert_eq!(m.passthrough, Passthrough::Off);
+        m.apply("passthrough=upper").unwrap();
+        assert_eq!(m.passthrough, Passthrough::Upper);
+        m.apply("passthrough=on").unwrap();
+        assert_eq!(m.passthrough, Passthrough::All);
+        assert!(m.apply("passthrough=lower").is_err());
     }
 }

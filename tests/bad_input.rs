@@ -481,7 +481,7 @@ fn s20_bad_mount_inputs_exact_messages() {
             "passthrough value",
             &format!("{ok},passthrough=maybe"),
             &mnt,
-            exact("option 'passthrough' takes on or off, not 'maybe'".into()),
+            exact("option 'passthrough' takes all, upper or off, not 'maybe'".into()),
         ),
         case(
             "empty fsname",

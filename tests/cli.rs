@@ -204,14 +204,7 @@ fn stats_report_what_the_daemon_did() {
     fs::write(l.m("d/f"), "changed\n").unwrap();
     let _ = fs::read_dir(l.m("d")).unwrap().count();
     let report = ok(&["stats", l.mnt.to_str().unwrap()]);
-    let count = |op: &str| -> u64 {
-        report
-            .lines()
-            .find(|line| line.split_whitespace().next() == Some(op))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let count = |op: &str| report_count(&report, op);
     assert!(count("LOOKUP") >= 2, "{report}");
     assert!(count("OPEN") >= 1, "{report}");
     assert!(report.contains("copy-ups: 2 (0 KiB"), "{report}");

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -100,6 +100,9 @@ struct FsxFile {
     ro: Option<File>,
     /// Read-write descriptor (its open copies a lower file up).
     rw: Option<File>,
+    /// Read-only descriptors opened on the lower copy before the copy-up, under
+    /// `passthrough=all`, with the lower content they keep reading.
+    frozen: Vec<(File, Vec<u8>)>,
 }
 
 struct Fsx {
@@ -119,6 +122,10 @@ struct Fsx {
     /// before its copy-up, so that no descriptor opened on the lower copy lives on (a
     /// diagnostic knob, to look past the stale-descriptor bug; off by default).
     avoid_stale_ro: bool,
+    /// Lower files are read through passthrough (`passthrough=all`): a read-only
+    /// descriptor opened on the lower copy keeps reading it after the copy-up (semantics,
+    /// S28); otherwise it reads the upper copy, as on overlayfs.
+    ro_keeps_lower: bool,
 }
 
 impl Fsx {
@@ -158,6 +165,29 @@ impl Fsx {
     fn before_copy_up(&mut self, i: usize) {
         if self.files[i].pristine_lower && self.avoid_stale_ro {
             self.files[i].ro = None;
+        }
+        if self.files[i].pristine_lower && self.ro_keeps_lower {
+            if let Some(ro) = self.files[i].ro.take() {
+                let lower = self.files[i].model.clone();
+                self.files[i].frozen.push((ro, lower));
+            }
+        }
+    }
+
+    /// The descriptors of file `i` opened on its lower copy before the copy-up still read
+    /// the lower content, whole (S28).
+    fn check_frozen(&self, i: usize) {
+        for (f, lower) in &self.files[i].frozen {
+            let got = self.pread(f.as_raw_fd(), 0, lower.len() + 16);
+            if &got != lower {
+                self.fail(format!(
+                    "{}: a descriptor opened on the lower copy before the copy-up reads {} \
+                     bytes, not the {} bytes of the lower copy",
+                    self.files[i].rel,
+                    got.len(),
+                    lower.len()
+                ));
+            }
         }
     }
 
@@ -384,6 +414,7 @@ impl Fsx {
             ));
         }
         self.compare(i, off, &got, "read");
+        self.check_frozen(i);
     }
 
     fn op_write(&mut self, i: usize) {
@@ -730,6 +761,7 @@ fn run_fsx(mode: &'static str, extra_opts: &str, seed_salt: u64) {
             pristine_lower: true,
             ro: None,
             rw: None,
+            frozen: Vec::new(),
         });
     }
     let _m = layers.mount(extra_opts);
@@ -747,6 +779,7 @@ fn run_fsx(mode: &'static str, extra_opts: &str, seed_salt: u64) {
             pristine_lower: false,
             ro: None,
             rw: Some(f),
+            frozen: Vec::new(),
         });
     }
     let mut fsx = Fsx {
@@ -761,6 +794,7 @@ fn run_fsx(mode: &'static str, extra_opts: &str, seed_salt: u64) {
         counts: Default::default(),
         lower_orig,
         avoid_stale_ro: env_u64("STRATAFS_FSX_CLOSE_RO_AT_COPYUP", 0) != 0,
+        ro_keeps_lower: mode == "passthrough",
     };
     let t0 = Instant::now();
     for n in 0..ops {
@@ -774,6 +808,8 @@ fn run_fsx(mode: &'static str, extra_opts: &str, seed_salt: u64) {
     }
     fsx.op_no = ops;
     for i in 0..fsx.files.len() {
+        fsx.check_frozen(i);
+        fsx.files[i].frozen.clear();
         fsx.files[i].ro = None;
         fsx.files[i].rw = None;
         fsx.full_check(i);
@@ -805,15 +841,25 @@ fn fsx_passthrough() {
 }
 
 #[test]
+fn fsx_passthrough_upper() {
+    run_fsx("passthrough=upper", "passthrough=upper", 0x0bbe_d0ff);
+}
+
+#[test]
 fn fsx_no_passthrough() {
     run_fsx("passthrough=off", "passthrough=off", 0x05ee_d0ff);
 }
 
 /// The smallest form of what fsx checks across a copy-up: a descriptor opened read-only
-/// while the file was still in the lower reads the data written through another descriptor
-/// after the copy-up, also once the page cache has dropped it (kernel overlayfs does so
-/// since Linux 4.19, when it began to reopen the upper file under an old descriptor).
-fn ro_fd_across_copy_up(extra_opts: &str) {
+/// while the file was still in the lower reads, after the copy-up and a write through
+/// another descriptor, also once the page cache has dropped it:
+/// - with `passthrough=upper` or `off`, the data written (kernel overlayfs does so since
+///   Linux 4.19, when it began to reopen the upper file under an old descriptor);
+/// - with `passthrough=all` (the default), the lower copy it was opened on, whose page
+///   cache every mount of the image shares (S28; overlayfs before 4.19 did the same).
+///
+/// A fresh open reads the new data either way.
+fn ro_fd_across_copy_up(extra_opts: &str, keeps_lower: bool) {
     let layers = Layers::new(1);
     layers.put(0, "f", &"L".repeat(10_000));
     let _m = layers.mount(extra_opts);
@@ -829,21 +875,37 @@ fn ro_fd_across_copy_up(extra_opts: &str) {
     let n = std::os::unix::fs::FileExt::read_at(&ro, &mut got, 0).unwrap();
     got.truncate(n);
     let l_count = got.iter().filter(|b| **b == b'L').count();
+    let want = if keeps_lower {
+        vec![b'L'; 10_000]
+    } else {
+        new.clone()
+    };
     assert!(
-        got == new,
+        got == want,
         "read-only fd opened before the copy-up reads {n} bytes ({l_count} of them the old \
-         lower data 'L'), want the 20000 bytes 'U' written through the other fd"
+         lower data 'L'), want {} bytes '{}'",
+        want.len(),
+        want[0] as char
     );
     let fresh = fs::read(&p).unwrap();
-    assert_eq!(fresh.len(), 20_000, "a fresh open reads a different size");
+    assert!(fresh == new, "a fresh open reads {} bytes", fresh.len());
+    // The object is one file under both descriptors and the path.
+    let ino = fs::metadata(&p).unwrap().ino();
+    assert_eq!(ro.metadata().unwrap().ino(), ino);
+    assert_eq!(rw.metadata().unwrap().ino(), ino);
 }
 
 #[test]
 fn ro_fd_across_copy_up_passthrough() {
-    ro_fd_across_copy_up("");
+    ro_fd_across_copy_up("", true);
+}
+
+#[test]
+fn ro_fd_across_copy_up_passthrough_upper() {
+    ro_fd_across_copy_up("passthrough=upper", false);
 }
 
 #[test]
 fn ro_fd_across_copy_up_no_passthrough() {
-    ro_fd_across_copy_up("passthrough=off");
+    ro_fd_across_copy_up("passthrough=off", false);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the benchmark's layer trees (everything except the Debian rootfs itself).
 
-Usage: fixtures.py FXDIR N_MANY BIG_MIB N_SMALL N_MERGED_DIRS N_EXTRA N_UNTAR
+Usage: fixtures.py FXDIR N_MANY BIG_MIB N_SMALL N_MERGED_DIRS N_EXTRA N_UNTAR N_WIDE
 
 Writes, below FXDIR (which must hold base/rootfs and native/rootfs already, as copies of
 the rootfs):
@@ -12,7 +12,10 @@ the rootfs):
     merged/dNN/aNNN       half of the merged tree (W11); the other half is in base/
     rootfs/etc/...        a few files over the rootfs, one replacing a lower file,
                           and an overlayfs whiteout (char 0/0) hiding etc/issue.net
+    wide/dNNNN/aNNN       half of N_WIDE entries of a merged tree (W14): dirs of 200
+                          entries, 100 in each layer
   base/merged/dNN/bNNN    the other half of the merged tree (every dNN is in both layers)
+  base/wide/dNNNN/bNNN    the other half of wide/
   native/                 the same merged view as one plain directory tree
   extra/NN/               N_EXTRA small layers for W12 (lowers extra/NN:...:top:base),
                           each adding files in rootfs/etc, rootfs/usr/bin, rootfs/usr/share
@@ -44,7 +47,7 @@ def both(roots, rel, data):
 
 def main():
     fx = sys.argv[1]
-    n_many, big_mib, n_small, n_merged, n_extra, n_untar = map(int, sys.argv[2:8])
+    n_many, big_mib, n_small, n_merged, n_extra, n_untar, n_wide = map(int, sys.argv[2:9])
     top, base, native = (os.path.join(fx, d) for d in ("top", "base", "native"))
     rnd = random.Random(20261128)
 
@@ -65,6 +68,12 @@ def main():
         for j in range(50):
             both((top, native), "merged/d%02d/a%03d" % (d, j), b"a %d %d\n" % (d, j))
             both((base, native), "merged/d%02d/b%03d" % (d, j), b"b %d %d\n" % (d, j))
+
+    # wide/: n_wide entries (dirs included) merged from both layers, for rm -rf (W14)
+    for d in range(max(1, n_wide // 201)):
+        for j in range(100):
+            both((top, native), "wide/d%04d/a%03d" % (d, j), b"")
+            both((base, native), "wide/d%04d/b%03d" % (d, j), b"")
 
     # rootfs overrides in top (native/rootfs gets the same result)
     both((top, native), "rootfs/etc/bench-top.conf", b"from the top layer\n")

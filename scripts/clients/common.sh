@@ -251,6 +251,8 @@ new_run_dir() { # PREFIX
     FAILS="$RUN_DIR/fails.tsv"
     : >"$RESULTS"
     : >"$FAILS"
+    # CLIENTS_RESULTS=FILE (scripts/bench.sh): keep the timings after the run dir goes.
+    if [ -n "${CLIENTS_RESULTS:-}" ]; then on_exit "cp '$RESULTS' '$CLIENTS_RESULTS'"; fi
 }
 
 now() { date +%s.%N; }

@@ -26,6 +26,13 @@
 //! an earlier mount (the copy carries the origin's number and the other name, still lower,
 //! composes the same one: two objects now, the first looked up keeps the number).
 //!
+//! Node ids: the kernel knows an object by its number, until `supersede` gives it a new node
+//! id from the reserved range (st_ino stays its number). That happens when a file held open
+//! through passthrough on its lower copy is copied up: every open of one kernel inode must
+//! share one backing file, so the copy is opened under a new kernel inode while the old one
+//! keeps the lower backing for the files already open (see iomode). The old node id stays
+//! valid, for the same object, until the kernel forgets it.
+//!
 //! The identity map ((dev, ino) of every copy an object has had -> its number) outlives
 //! `forget`; its reverse (number -> how many identities hold it) finds collisions. A new
 //! object never inherits a mapping (create drops it first), removals drop exactly their
@@ -109,14 +116,43 @@ pub struct NodeState {
 
 #[derive(Debug)]
 pub struct Node {
+    /// The object's number: its st_ino, and its node id unless superseded.
     pub ino: u64,
     pub state: Mutex<NodeState>,
     /// Held across a copy-up so that concurrent writers make one copy (S12).
     pub copyup: Mutex<()>,
+    /// The node id lookups answer with now.
+    nodeid: AtomicU64,
+    /// Lookups the kernel holds on `nodeid`.
     lookups: AtomicU64,
+    /// Node ids the object had before (`supersede`), with the lookups still held on each.
+    superseded: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Node {
+    fn new(ino: u64, state: NodeState, lookups: u64) -> Node {
+        Node {
+            ino,
+            state: Mutex::new(state),
+            copyup: Mutex::new(()),
+            nodeid: AtomicU64::new(ino),
+            lookups: AtomicU64::new(lookups),
+            superseded: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every node id the kernel may still use for this object, the current one first.
+    pub fn nodeids(&self) -> Vec<u64> {
+        let mut ids = vec![self.nodeid.load(Ordering::Relaxed)];
+        ids.extend(self.superseded.lock().iter().map(|(id, _)| *id));
+        ids
+    }
+
+    /// Whether the kernel holds no reference to any node id of this object.
+    fn unreferenced(&self) -> bool {
+        self.lookups.load(Ordering::Relaxed) == 0 && self.superseded.lock().is_empty()
+    }
+
     pub fn snapshot(&self) -> NodeState {
         self.state.lock().clone()
     }
@@ -138,7 +174,10 @@ impl Node {
 
 #[derive(Debug)]
 pub struct InodeTable {
+    /// The live objects, by number.
     nodes: DashMap<u64, Arc<Node>>,
+    /// Node ids given by `supersede` (current or superseded) -> the object's number.
+    renumbered: DashMap<u64, u64>,
     ids: Mutex<Identities>,
     /// The next number of the reserved range.
     next_reserved: AtomicU64,
@@ -158,19 +197,13 @@ impl InodeTable {
         }
         let t = InodeTable {
             nodes: DashMap::new(),
+            renumbered: DashMap::new(),
             ids: Mutex::new(Identities::default()),
             next_reserved: AtomicU64::new(RESERVED),
             devs,
         };
-        t.nodes.insert(
-            ROOT_INO,
-            Arc::new(Node {
-                ino: ROOT_INO,
-                state: Mutex::new(root),
-                copyup: Mutex::new(()),
-                lookups: AtomicU64::new(1),
-            }),
-        );
+        t.nodes
+            .insert(ROOT_INO, Arc::new(Node::new(ROOT_INO, root, 1)));
         t
     }
 
@@ -181,6 +214,33 @@ impl InodeTable {
 
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
         self.nodes.get(&ino).map(|n| n.value().clone())
+    }
+
+    /// The number of the object the kernel knows by `nodeid`.
+    pub fn number_of(&self, nodeid: u64) -> u64 {
+        if self.renumbered.is_empty() {
+            return nodeid;
+        }
+        self.renumbered.get(&nodeid).map_or(nodeid, |n| *n)
+    }
+
+    /// Gives the live object `number` a new node id for lookups from now on; the kernel's
+    /// references on its current one stay counted there until forgotten.
+    pub fn supersede(&self, number: u64) -> Option<u64> {
+        if number == ROOT_INO {
+            return None;
+        }
+        let node = self.nodes.get_mut(&number)?;
+        let new = self.next_reserved.fetch_add(1, Ordering::Relaxed);
+        self.renumbered.insert(new, number);
+        let old = node.nodeid.swap(new, Ordering::Relaxed);
+        let held = node.lookups.swap(0, Ordering::Relaxed);
+        if held > 0 {
+            node.superseded.lock().push((old, held));
+        } else if old != number {
+            self.renumbered.remove(&old);
+        }
+        Some(new)
     }
 
     /// The number composed from an on-disk identity, when it has one (see the header).
@@ -234,22 +294,18 @@ impl InodeTable {
     }
 
     /// Finds or creates the node `number` and counts one kernel lookup of it, updating its
-    /// location from a fresh resolution.
-    pub fn upsert_lookup(&self, number: u64, fresh: NodeState) -> Arc<Node> {
+    /// location from a fresh resolution. Returns the node and the node id counted.
+    pub fn upsert_lookup(&self, number: u64, fresh: NodeState) -> (Arc<Node>, u64) {
         let (parent, name) = fresh.names[0].clone();
-        let node = {
-            // Count the lookup while the shard is locked so a racing forget cannot drop
-            // the node between our insert and our increment.
-            let entry = self.nodes.entry(number).or_insert_with(|| {
-                Arc::new(Node {
-                    ino: number,
-                    state: Mutex::new(fresh.clone()),
-                    copyup: Mutex::new(()),
-                    lookups: AtomicU64::new(0),
-                })
-            });
+        let (node, nodeid) = {
+            // Count the lookup while the shard is locked so a racing forget (or supersede)
+            // cannot come between our insert and our increment.
+            let entry = self
+                .nodes
+                .entry(number)
+                .or_insert_with(|| Arc::new(Node::new(number, fresh.clone(), 0)));
             entry.lookups.fetch_add(1, Ordering::Relaxed);
-            entry.clone()
+            (entry.clone(), entry.nodeid.load(Ordering::Relaxed))
         };
         {
             let mut s = node.state.lock();
@@ -262,19 +318,40 @@ impl InodeTable {
         }
         // The name just resolved becomes the one used for paths.
         node.promote_name(parent, &name);
-        node
+        (node, nodeid)
     }
 
-    /// The kernel dropped `n` references; the node goes when none are left.
-    pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT_INO {
+    /// The kernel dropped `n` references on `nodeid`; the object goes when none are left on
+    /// any of its node ids.
+    pub fn forget(&self, nodeid: u64, n: u64) {
+        let number = self.number_of(nodeid);
+        if number == ROOT_INO {
             return;
         }
-        self.nodes.remove_if(&ino, |_, node| {
-            let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
-            node.lookups.store(left, Ordering::Relaxed);
-            left == 0
+        let mut ids_gone = Vec::new();
+        self.nodes.remove_if(&number, |_, node| {
+            if node.nodeid.load(Ordering::Relaxed) == nodeid {
+                let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+                node.lookups.store(left, Ordering::Relaxed);
+            } else {
+                let mut older = node.superseded.lock();
+                if let Some(pos) = older.iter().position(|(id, _)| *id == nodeid) {
+                    older[pos].1 = older[pos].1.saturating_sub(n);
+                    if older[pos].1 == 0 {
+                        older.remove(pos);
+                        ids_gone.push(nodeid);
+                    }
+                }
+            }
+            let gone = node.unreferenced();
+            if gone {
+                ids_gone.push(node.nodeid.load(Ordering::Relaxed));
+            }
+            gone
         });
+        for id in ids_gone.into_iter().filter(|id| *id != number) {
+            self.renumbered.remove(&id);
+        }
     }
 
     /// Removes one name of a node (unlink, rename source).
@@ -364,6 +441,39 @@ mod tests {
         t.forget(n, 1);
         t.drop_identity(10, 600);
         assert_eq!(t.claim(10, 600, None), n);
+    }
+
+    #[test]
+    fn a_superseded_node_id_lives_until_forgotten() {
+        let t = table();
+        let n = t.claim(10, 700, None);
+        let (_, id) = t.upsert_lookup(n, state(libc::S_IFREG));
+        assert_eq!(id, n);
+        t.upsert_lookup(n, state(libc::S_IFREG));
+        let new = t.supersede(n).unwrap();
+        assert!(new >= RESERVED && new != n);
+        // Both node ids name the object; lookups now answer with the new one.
+        assert_eq!(t.number_of(new), n);
+        assert_eq!(t.number_of(n), n);
+        let (node, id) = t.upsert_lookup(n, state(libc::S_IFREG));
+        assert_eq!((node.ino, id), (n, new));
+        assert_eq!(node.nodeids(), vec![new, n]);
+        // The old id's two references, then the new id's one.
+        t.forget(n, 2);
+        assert!(t.get(n).is_some(), "held by the new node id");
+        assert_eq!(t.get(n).unwrap().nodeids(), vec![new]);
+        t.forget(new, 1);
+        assert!(t.get(n).is_none());
+        assert_eq!(t.number_of(new), new, "the new id is forgotten too");
+        // Forgetting the new id first works the same.
+        t.upsert_lookup(n, state(libc::S_IFREG));
+        let newer = t.supersede(n).unwrap();
+        t.upsert_lookup(n, state(libc::S_IFREG));
+        t.forget(newer, 1);
+        assert!(t.get(n).is_some(), "held by the old node id");
+        t.forget(n, 1);
+        assert!(t.get(n).is_none());
+        assert!(t.supersede(ROOT_INO).is_none());
     }
 
     #[test]

@@ -33,8 +33,8 @@ use inodes::{InodeTable, Node, NodeState};
 /// that the kernel did not ask for itself (privilege bits dropped on write or fallocate),
 /// so that nothing it caches goes stale.
 pub trait KernelCache: Send + Sync {
-    /// The attributes of inode `ino` changed.
-    fn attributes_changed(&self, ino: u64);
+    /// The attributes of the kernel inode `nodeid` changed.
+    fn attributes_changed(&self, nodeid: u64);
 }
 
 /// What the mount options ask of the union.
@@ -80,6 +80,8 @@ impl Caller {
 #[derive(Clone, Copy)]
 pub struct Attr {
     pub st: Stat,
+    /// The node id a lookup counted (its number, unless superseded: see inodes).
+    pub nodeid: u64,
 }
 
 impl Attr {
@@ -264,11 +266,28 @@ impl Union {
         let _ = self.kernel_cache.set(cache);
     }
 
-    /// Tells the kernel that the attributes of `ino` changed behind its back.
-    pub(super) fn attributes_changed(&self, ino: u64) {
+    /// Tells the kernel that the attributes of object `number` changed behind its back,
+    /// under every node id it knows the object by.
+    pub(super) fn attributes_changed(&self, number: u64) {
         if let Some(k) = self.kernel_cache.get() {
-            k.attributes_changed(ino);
+            let ids = self
+                .inodes
+                .get(number)
+                .map_or(vec![number], |n| n.nodeids());
+            for id in ids {
+                k.attributes_changed(id);
+            }
         }
+    }
+
+    /// The number of the object the kernel knows by `nodeid`.
+    pub fn number_of_node(&self, nodeid: u64) -> u64 {
+        self.inodes.number_of(nodeid)
+    }
+
+    /// Gives object `number` a new node id (inodes::InodeTable::supersede).
+    pub fn supersede(&self, number: u64) -> Option<u64> {
+        self.inodes.supersede(number)
     }
 
     pub fn read_only(&self) -> bool {
@@ -564,7 +583,7 @@ impl Union {
             // Like overlayfs: the link count of a merged dir cannot be known cheaply.
             st.st_nlink = 1;
         }
-        Attr { st }
+        Attr { st, nodeid: number }
     }
 
     /// Looks up `name` in `parent` and counts a kernel reference on the result.
@@ -622,7 +641,7 @@ impl Union {
                 .drop_identity_of(r.st.st_dev, r.st.st_ino, number);
             number = self.number_of(&r, dir, name);
         }
-        self.inodes.upsert_lookup(
+        let (_, nodeid) = self.inodes.upsert_lookup(
             number,
             NodeState {
                 kind,
@@ -636,13 +655,18 @@ impl Union {
         );
         let mut st = r.st;
         self.metacopy_blocks(&mut st, &r.data);
-        self.attr_from(number, st, &r.dir_layers)
+        Attr {
+            nodeid,
+            ..self.attr_from(number, st, &r.dir_layers)
+        }
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.forget(ino, n);
-        if self.inodes.get(ino).is_none() {
-            self.removed_dirs.remove(&ino);
+    /// The kernel dropped `n` references on its node id `nodeid`.
+    pub fn forget(&self, nodeid: u64, n: u64) {
+        let number = self.number_of_node(nodeid);
+        self.inodes.forget(nodeid, n);
+        if self.inodes.get(number).is_none() {
+            self.removed_dirs.remove(&number);
         }
     }
 

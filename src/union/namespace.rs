@@ -561,9 +561,9 @@ impl Union {
             n.promote_name(parent, name);
             return Ok(n);
         }
-        self.lookup_locked(parent, name)?;
+        let a = self.lookup_locked(parent, name)?;
         let n = self.node(number)?;
-        self.inodes.forget(number, 1);
+        self.inodes.forget(a.nodeid, 1);
         Ok(n)
     }
 }

@@ -114,6 +114,16 @@ pub fn is_mounted(mnt: &Path) -> bool {
     })
 }
 
+/// The count of requests of opcode `op` (e.g. "READ") in a `stratafs stats` report.
+pub fn report_count(report: &str, op: &str) -> u64 {
+    report
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(op))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A live stratafs mount; unmounted (and its daemon gone) when dropped.
 pub struct Mount {
     pub mnt: PathBuf,
