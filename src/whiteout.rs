@@ -148,7 +148,17 @@ pub fn whiteout_at_name(form: WhiteoutForm, name: &OsStr) -> bool {
 }
 
 /// Writes a whiteout for `name` into `dir` (an upper directory) in the configured form.
-pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> SysResult<()> {
+/// With `work` (the workdir, on the upper's filesystem) an aufs whiteout is a hard link of
+/// one shared empty file there (`SHARED_WHITEOUT`, kept across mounts), as overlayfs
+/// shares one whiteout inode: a link costs a fraction of allocating an inode, which
+/// dominated removing many lower files. A whiteout's inode is never seen through a mount,
+/// nor by diff and commit: only its name counts.
+pub fn write_whiteout(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    form: WhiteoutForm,
+    work: Option<BorrowedFd<'_>>,
+) -> SysResult<()> {
     match form {
         WhiteoutForm::Aufs if whiteout_at_name(form, name) => {
             let f = sys::openat(
@@ -166,18 +176,60 @@ pub fn write_whiteout(dir: BorrowedFd<'_>, name: &OsStr, form: WhiteoutForm) -> 
         }
         WhiteoutForm::Aufs => {
             let wh = aufs_whiteout_name(name);
-            match sys::openat(
-                dir,
-                &wh,
-                libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
-                0o600,
-            ) {
-                Ok(_) | Err(Errno::EEXIST) => Ok(()),
-                Err(e) => Err(e),
+            let linked = match work {
+                Some(w) => link_shared_whiteout(w, dir, &wh),
+                None => Err(Errno::ENOENT),
+            };
+            match linked {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                // Not linkable (another filesystem, links refused): a file of its own.
+                Err(_) => match sys::openat(
+                    dir,
+                    &wh,
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+                    0o600,
+                ) {
+                    Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                    Err(e) => Err(e),
+                },
             }
         }
         WhiteoutForm::Overlay => sys::mknodat(dir, name, libc::S_IFCHR | 0o600, 0),
     }
+}
+
+/// The shared whiteout file in the workdir.
+pub const SHARED_WHITEOUT: &str = "stratafs.whiteout";
+
+/// Serialises the replacement of a shared whiteout whose link count is used up.
+static SHARED_WHITEOUT_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// Links the shared whiteout of `work` to `wh` in `dir`, making it first if missing and
+/// afresh when it has as many links as the filesystem allows.
+fn link_shared_whiteout(work: BorrowedFd<'_>, dir: BorrowedFd<'_>, wh: &OsStr) -> SysResult<()> {
+    let shared = OsStr::new(SHARED_WHITEOUT);
+    for _ in 0..3 {
+        match sys::linkat(work, shared, dir, wh) {
+            Err(Errno::ENOENT) => {
+                let _g = SHARED_WHITEOUT_LOCK.lock();
+                match sys::openat(work, shared, libc::O_CREAT | libc::O_WRONLY, 0o600) {
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Errno::EMLINK) => {
+                // A new shared file (another thread may just have made one: then this
+                // costs one more, harmlessly).
+                let _g = SHARED_WHITEOUT_LOCK.lock();
+                match sys::unlinkat(work, shared, false) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            r => return r,
+        }
+    }
+    Err(Errno::EMLINK)
 }
 
 /// Removes the aufs whiteout for `name` in `dir` if there is one (S15).

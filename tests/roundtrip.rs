@@ -215,3 +215,39 @@ fn commit_is_reproducible_for_the_same_upper() {
     assert!(names.lines().all(|n| !n.starts_with('/')), "{names}");
     let _ = fs::metadata(&t1).unwrap().size();
 }
+
+/// Whiteouts are hard links of one empty file in the workdir (as overlayfs shares one
+/// whiteout inode; S7 names them, their inode is nobody's business), and `stratafs commit`
+/// writes each as a whiteout file of its own, never as a hard link to another whiteout.
+#[test]
+fn whiteouts_share_one_inode_and_commit_as_whiteout_files() {
+    let l = image();
+    {
+        let _m = l.mount("");
+        for p in ["etc/keep.conf", "usr/share/doc/a.txt", "srv/data/one"] {
+            fs::remove_file(l.m(p)).unwrap();
+        }
+    }
+    let shared = fs::metadata(l.work.join("stratafs.whiteout")).unwrap();
+    for wh in [
+        "etc/.wh.keep.conf",
+        "usr/share/doc/.wh.a.txt",
+        "srv/data/.wh.one",
+    ] {
+        let md = fs::metadata(l.up(wh)).unwrap();
+        assert_eq!((md.ino(), md.len()), (shared.ino(), 0), "{wh}");
+    }
+    assert_eq!(shared.nlink(), 4);
+    let t = l.tmp.path().join("wh.tar");
+    stratafs(&[
+        "commit",
+        l.upper.to_str().unwrap(),
+        "--output",
+        t.to_str().unwrap(),
+    ]);
+    let listing = Command::new("tar").arg("-tvf").arg(&t).output().unwrap();
+    let lines = String::from_utf8_lossy(&listing.stdout);
+    let whiteouts: Vec<&str> = lines.lines().filter(|l| l.contains("/.wh.")).collect();
+    assert_eq!(whiteouts.len(), 3, "{lines}");
+    assert!(whiteouts.iter().all(|l| l.starts_with('-')), "{lines}");
+}

@@ -418,7 +418,7 @@ impl Unpacker {
                 }
                 Ok(_) => Ok(()),
                 Err(Errno::ENOENT) => {
-                    whiteout::write_whiteout(parent.as_fd(), name, WhiteoutForm::Overlay)
+                    whiteout::write_whiteout(parent.as_fd(), name, WhiteoutForm::Overlay, None)
                 }
                 Err(e) => Err(e),
             };

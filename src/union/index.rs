@@ -64,6 +64,11 @@ impl LookupIndex {
     /// The names of `dir` changed.
     pub fn invalidate(&self, dir: u64) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.forget(dir);
+    }
+
+    /// The kernel forgot `dir`: its listing goes with the kernel's copy (nothing changed).
+    pub fn forget(&self, dir: u64) {
         if let Some((_, old)) = self.map.remove(&dir) {
             self.names.fetch_sub(
                 old.names.len().min(self.names.load(Ordering::Relaxed)),

@@ -184,7 +184,12 @@ pub struct InodeTable {
     /// The st_dev of each filesystem among the layers, in layer order: a position here is
     /// the fs index of a composed number.
     devs: Vec<u64>,
+    /// The most nodes held since the heap was last trimmed.
+    peak: AtomicU64,
 }
+
+/// Below this many nodes the heap is never trimmed (not worth a malloc_trim).
+const TRIM_FROM: u64 = 4096;
 
 impl InodeTable {
     /// The table for a mount whose layers' roots have these st_dev, top layer first.
@@ -201,6 +206,7 @@ impl InodeTable {
             ids: Mutex::new(Identities::default()),
             next_reserved: AtomicU64::new(RESERVED),
             devs,
+            peak: AtomicU64::new(0),
         };
         t.nodes
             .insert(ROOT_INO, Arc::new(Node::new(ROOT_INO, root, 1)));
@@ -307,6 +313,8 @@ impl InodeTable {
             entry.lookups.fetch_add(1, Ordering::Relaxed);
             (entry.clone(), entry.nodeid.load(Ordering::Relaxed))
         };
+        self.peak
+            .fetch_max(self.nodes.len() as u64, Ordering::Relaxed);
         {
             let mut s = node.state.lock();
             s.kind = fresh.kind;
@@ -351,6 +359,24 @@ impl InodeTable {
         });
         for id in ids_gone.into_iter().filter(|id| *id != number) {
             self.renumbered.remove(&id);
+        }
+        self.trim_after_shrinking();
+    }
+
+    /// Once the kernel has forgotten half of the nodes held at the peak, the memory they
+    /// took goes back to the system (the allocator keeps freed memory otherwise), so the
+    /// daemon's RSS follows the kernel's inode cache down (`echo 2 > drop_caches`).
+    fn trim_after_shrinking(&self) {
+        let len = self.nodes.len() as u64;
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak >= TRIM_FROM
+            && len < peak / 2
+            && self
+                .peak
+                .compare_exchange(peak, len, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            crate::sys::release_free_memory();
         }
     }
 

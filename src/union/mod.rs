@@ -313,6 +313,12 @@ impl Union {
         self.is_upper(layer) || self.is_init(layer)
     }
 
+    /// The user's workdir (on the upper's filesystem), when there is an upper: it holds the
+    /// shared whiteout (whiteout::write_whiteout).
+    fn work_dir(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.layers.workdir.as_ref().map(|w| w.as_fd())
+    }
+
     pub fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
         self.inodes.get(ino).ok_or(Errno::ENOENT)
     }
@@ -667,6 +673,7 @@ impl Union {
         self.inodes.forget(nodeid, n);
         if self.inodes.get(number).is_none() {
             self.removed_dirs.remove(&number);
+            self.index.forget(number);
         }
     }
 

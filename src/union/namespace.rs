@@ -269,8 +269,9 @@ impl Union {
         self.copy_up(&pnode, true)?;
         let udir = self.dir_fd(0, &ppath)?;
         let d = udir.as_fd();
-        let need_whiteout = self.shown_below(&self.dir_view(&pnode)?, name)?;
         let in_upper = r.layer == 0;
+        // An object of a layer below is shown there by definition.
+        let need_whiteout = !in_upper || self.shown_below(&self.dir_view(&pnode)?, name)?;
         let number = self.number_of(&r, &ppath, name);
         self.keep_removed_dir(number, &cpath, &r);
         self.remove_entry(d, name, in_upper, is_dir, need_whiteout)?;
@@ -299,7 +300,7 @@ impl Union {
         let form = self.layers.whiteout;
         let at_name = whiteout::whiteout_at_name(form, name);
         if need_whiteout && !at_name {
-            whiteout::write_whiteout(d, name, form)?;
+            whiteout::write_whiteout(d, name, form, self.work_dir())?;
         }
         if in_upper {
             if is_dir {
@@ -309,7 +310,7 @@ impl Union {
             sys::unlinkat(d, name, is_dir)?;
         }
         if need_whiteout && at_name {
-            whiteout::write_whiteout(d, name, form)?;
+            whiteout::write_whiteout(d, name, form, self.work_dir())?;
         }
         Ok(())
     }
@@ -503,7 +504,7 @@ impl Union {
         }
         let old_at_name = whiteout::whiteout_at_name(form, name);
         if old_needs_wh && !old_at_name {
-            whiteout::write_whiteout(od, name, form)?;
+            whiteout::write_whiteout(od, name, form, self.work_dir())?;
         }
         if !dst_in_upper
             && whiteout::whiteout_at_name(form, newname)
@@ -527,7 +528,7 @@ impl Union {
             self.dircache.invalidate(0, &new_path);
         }
         if old_needs_wh && old_at_name {
-            whiteout::write_whiteout(od, name, form)?;
+            whiteout::write_whiteout(od, name, form, self.work_dir())?;
         }
         if let Some(dn) = dst_no {
             if let Some(d) = &dst {
