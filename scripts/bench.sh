@@ -194,7 +194,7 @@ install_deps() {
 build_stratafs() {
     local bin rev
     if [ -n "${STRATAFS_BIN:-}" ]; then
-        bin=$STRATAFS_BIN rev="given binary $STRATAFS_BIN"
+        bin=$STRATAFS_BIN rev="given binary ($("$STRATAFS_BIN" --version 2>/dev/null | head -1))"
     elif [ -n "${STRATAFS_REV:-}" ]; then
         rev=$(git -C "$REPO" rev-parse --short "$STRATAFS_REV") || die "bad STRATAFS_REV"
         say "building stratafs $rev (git archive into $CACHE/src)"
@@ -528,11 +528,14 @@ wl_W4() {
     measure "W4 read $BIG_L warm" MiB/s dd if="$R/big.img" of=/dev/null bs=1M status=none
     down
 }
+# The tree NAME of the mount to change in place; on native a scratch copy of it.
+writable_tree() { # SYS NAME
+    if [ "$1" = native ]; then cp -a "$FX/native/$2" "$S/$2" && echo "$S/$2"; else echo "$R/$2"; fi
+}
 wl_W5() {
     local sd
     up "$1"
-    sd=$R/small
-    if [ "$1" = native ]; then cp -a "$FX/native/small" "$S/small" && sd=$S/small; fi
+    sd=$(writable_tree "$1" small)
     cold
     CHK="find '$sd' -type f -printf '%s\\n' | awk '{n++; s+=\$1} END {print n, s}'; find '$FX/top/small' -type f -printf '%s\\n' | awk '{s+=\$1} END {print s}'"
     measure "W5 append x$N_SMALL small files" s append_each "$sd"
@@ -641,8 +644,7 @@ wl_W13() {
 wl_W14() {
     local d
     up "$1"
-    d=$R/wide
-    if [ "$1" = native ]; then cp -a "$FX/native/wide" "$S/wide" && d=$S/wide; fi
+    d=$(writable_tree "$1" wide)
     cold
     CHK="[ -e '$d' ] && echo still-there; ls '$FX/top/wide' | wc -l"
     measure "W14 rm -rf $WIDE_L merged dir cold" s rm -rf "$d"

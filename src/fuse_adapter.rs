@@ -138,6 +138,15 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Attributes that carry only an inode number and a file type (a negative entry, a name
+/// listed without an entry).
+fn blank_attr(ino: u64, mode: u32) -> FileAttr {
+    let mut st = crate::sys::zero_stat();
+    st.st_ino = ino;
+    st.st_mode = mode;
+    file_attr(&Attr { st, nodeid: 0 })
+}
+
 fn timespec(t: Option<TimeOrNow>) -> TimeSpec {
     match t {
         None => None,
@@ -284,11 +293,7 @@ impl Filesystem for StrataFs {
             Err(Errno::ENOENT) if !self.cfg.ttl.is_zero() => {
                 // A negative entry: names only appear through this mount, which the
                 // kernel sees, so the miss can be cached.
-                let mut a = file_attr(&Attr {
-                    st: crate::sys::zero_stat(),
-                    nodeid: 0,
-                });
-                a.ino = INodeNo(0);
+                let a = blank_attr(0, 0);
                 reply.entry_with_ttls(&self.cfg.ttl, &self.cfg.ttl, &a, Generation(0));
             }
             Err(e) => reply.error(errno(e)),
@@ -645,8 +650,18 @@ impl Filesystem for StrataFs {
                     }
                     full
                 }
-                // Vanished since the snapshot: skip it.
-                Err(_) => false,
+                // Listed but not found: the name alone, as READDIR gives it (node id 0:
+                // no entry for the kernel to cache). A whiteout of the xattr form in a
+                // directory not marked to hold them is listed so (S5), as on overlayfs; so
+                // is a name removed since the listing was taken.
+                Err(_) => reply.add(
+                    INodeNo(0),
+                    next,
+                    &e.name,
+                    &Duration::ZERO,
+                    &blank_attr(e.ino, e.kind),
+                    Generation(0),
+                ),
             }
         });
         match r {

@@ -58,15 +58,25 @@ pub fn entry_is_whiteout(
     if is_upper && !whiteout_at_name(form, name) {
         return false;
     }
-    // The xattr form: an empty regular file carrying trusted.overlay.whiteout (overlayfs
-    // also marks its parent with overlay.opaque="x"; S5 does not ask for the marker, and
-    // overlayfs' own lookup does not need it either).
+    // The xattr form: an empty regular file carrying trusted.overlay.whiteout. A lookup
+    // honours it wherever it is, as overlayfs' lookup does; a listing only in a directory
+    // marked to hold such whiteouts (`dir_holds_xattr_whiteouts`, S5).
     if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 {
         return OVL_WHITEOUT_XATTRS
             .iter()
             .any(|x| sys::getxattr(XTarget::At(dir, name), OsStr::new(x)).is_ok());
     }
     false
+}
+
+/// Whether the directory `dir` is marked, as overlayfs wants, to hold whiteouts of the
+/// xattr form (overlay.opaque = "x"): only in such a directory must a listing look at
+/// every empty regular file (overlayfs' readdir does the same), which spares a stat of
+/// every file of every other directory.
+pub fn dir_holds_xattr_whiteouts(dir: BorrowedFd<'_>) -> bool {
+    OVL_OPAQUE_XATTRS.iter().any(|x| {
+        sys::getxattr(XTarget::Fd(dir), OsStr::new(x)).is_ok_and(|v| v.first() == Some(&b'x'))
+    })
 }
 
 /// Whether `dir` holds an aufs whiteout `.wh.<name>`.
@@ -172,7 +182,14 @@ pub fn write_whiteout(
                 OsStr::new(OVL_WHITEOUT_XATTRS[0]),
                 b"y",
                 0,
-            )
+            )?;
+            // The marker overlayfs wants on a directory holding xattr whiteouts, unless
+            // the directory is opaque ("y" says more than "x").
+            let marker = OsStr::new(OVL_OPAQUE_XATTRS[0]);
+            if sys::getxattr(XTarget::Fd(dir), marker).is_err() {
+                sys::setxattr(XTarget::Fd(dir), marker, b"x", 0)?;
+            }
+            Ok(())
         }
         WhiteoutForm::Aufs => {
             let wh = aufs_whiteout_name(name);

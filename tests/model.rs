@@ -140,8 +140,8 @@ enum Form {
     Aufs,
     /// char 0/0 whiteouts, `trusted.overlay.opaque=y`.
     Overlay,
-    /// Empty files with xattr `trusted.overlay.whiteout`, `user.overlay.opaque=y`
-    /// (stratafs copies only; S5, S6).
+    /// Empty files with xattr `trusted.overlay.whiteout` in dirs marked
+    /// `trusted.overlay.opaque=x`, `user.overlay.opaque=y` (stratafs copies only; S5, S6).
     Xattr,
 }
 
@@ -724,6 +724,12 @@ fn materialize(setup: &Setup, lowers: &[PathBuf], for_stratafs: bool) {
                     ok(
                         sys_setxattr(&p, "trusted.overlay.whiteout", b"", 0, false),
                         "whiteout xattr",
+                    );
+                    // The parent is marked as holding xattr whiteouts, as overlayfs wants
+                    // (S5; its opacity, if any, is the user.overlay.opaque=y below).
+                    ok(
+                        sys_setxattr(&pdir, "trusted.overlay.opaque", b"x", 0, false),
+                        "xattr-whiteout marker",
                     );
                 }
             },

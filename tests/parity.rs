@@ -271,3 +271,29 @@ fn upper_and_work_dirs_in_use_are_refused() {
     assert_eq!(fs::read_to_string(second.join("f")).unwrap(), "x");
     umount_retry(&second);
 }
+
+fn xattr_whiteouts_layout(l: &Path) {
+    sh(
+        l,
+        "mkdir unmarked
+         echo data > unmarked/plain
+         : > unmarked/wh && setfattr -n trusted.overlay.whiteout -v y unmarked/wh
+         echo not empty > unmarked/full && setfattr -n trusted.overlay.whiteout -v y unmarked/full",
+    );
+}
+
+/// S5: in a directory not marked overlay.opaque=x, an empty file with the whiteout xattr
+/// is listed, but a lookup does not find it, exactly as on overlayfs (a marked directory
+/// hides it from listings too: tests/rules.rs, s5_whiteout_forms_aufs_overlay_char_xattr);
+/// a non-empty one is a plain file.
+#[test]
+fn xattr_whiteouts_in_an_unmarked_directory_as_on_overlayfs() {
+    same_as_overlayfs(
+        xattr_whiteouts_layout,
+        &[
+            root("ls unmarked; ls -a unmarked"),
+            root("cat unmarked/wh; cat unmarked/full; stat -c %s unmarked/wh"),
+            root("ls -l unmarked | wc -l; rm unmarked/plain; ls unmarked"),
+        ],
+    );
+}

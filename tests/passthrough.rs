@@ -201,7 +201,7 @@ fn copy_up_while_open_on_the_lower_copy() {
 
 /// The other ways a lower file held open read-only changes: through a second name of a
 /// hard link, a truncate by path, a chmod (a metadata-only copy with `metacopy=on`, whose
-/// data stays in the lower until the truncate). Each later open sees the change.
+/// data stays in the lower until the truncate), a rename. Each later open sees the change.
 #[test]
 fn changes_by_path_and_other_names_while_open_on_the_lower_copy() {
     for extra in ["", "metacopy=on"] {
@@ -209,6 +209,7 @@ fn changes_by_path_and_other_names_while_open_on_the_lower_copy() {
         fs::write(l.lower(0, "a"), "0123456789").unwrap();
         fs::hard_link(l.lower(0, "a"), l.lower(0, "b")).unwrap();
         fs::write(l.lower(0, "t"), "0123456789").unwrap();
+        fs::write(l.lower(0, "r"), "renamed").unwrap();
         let lowers = l.snap_lowers();
         let _m = l.mount(extra);
         let ro_a = File::open(l.m("a")).unwrap();
@@ -256,7 +257,23 @@ fn changes_by_path_and_other_names_while_open_on_the_lower_copy() {
             "0123456789".ends_with(&old),
             "{extra}: the earlier descriptor reads the lower copy: {old:?}"
         );
-        drop((ro_a, ro_t));
+        // A rename copies up too; the new name opens the copy, also for writing.
+        let ro_r = File::open(l.m("r")).unwrap();
+        let mut b = [0u8; 1];
+        ro_r.read_exact_at(&mut b, 0).unwrap();
+        fs::rename(l.m("r"), l.m("r2")).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(l.m("r2"))
+            .unwrap()
+            .write_all(b"+")
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(l.m("r2")).unwrap(),
+            "renamed+",
+            "{extra}"
+        );
+        drop((ro_a, ro_t, ro_r));
         l.assert_lowers_unchanged(&lowers);
     }
 }

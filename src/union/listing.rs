@@ -84,6 +84,8 @@ impl Union {
             let d = dfd.as_fd();
             let is_upper = self.is_upper(l);
             let dev = self.layers.layers[l].dev;
+            let xattr_whiteouts =
+                self.may_hold_xattr_whiteouts(l) && whiteout::dir_holds_xattr_whiteouts(d);
             let mut hidden_below = Vec::new();
             for e in sys::read_dir(d)? {
                 if whiteout::is_reserved_name(&e.name) {
@@ -100,7 +102,7 @@ impl Union {
                 }
                 let needs_stat = matches!(e.dtype, libc::DT_CHR | libc::DT_UNKNOWN)
                     || (e.dtype == libc::DT_REG
-                        && (self.may_hold_xattr_whiteouts(l)
+                        && (xattr_whiteouts
                             || (is_upper
                                 && whiteout::whiteout_at_name(self.layers.whiteout, &e.name))));
                 let mut kind = dtype_kind(e.dtype);
