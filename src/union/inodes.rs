@@ -178,6 +178,9 @@ pub struct InodeTable {
     nodes: DashMap<u64, Arc<Node>>,
     /// Node ids given by `supersede` (current or superseded) -> the object's number.
     renumbered: DashMap<u64, u64>,
+    /// Whether `supersede` ever ran: until then every node id is a number, and the hot
+    /// path skips the map.
+    any_renumbered: std::sync::atomic::AtomicBool,
     ids: Mutex<Identities>,
     /// The next number of the reserved range.
     next_reserved: AtomicU64,
@@ -203,6 +206,7 @@ impl InodeTable {
         let t = InodeTable {
             nodes: DashMap::new(),
             renumbered: DashMap::new(),
+            any_renumbered: std::sync::atomic::AtomicBool::new(false),
             ids: Mutex::new(Identities::default()),
             next_reserved: AtomicU64::new(RESERVED),
             devs,
@@ -224,7 +228,7 @@ impl InodeTable {
 
     /// The number of the object the kernel knows by `nodeid`.
     pub fn number_of(&self, nodeid: u64) -> u64 {
-        if self.renumbered.is_empty() {
+        if !self.any_renumbered.load(Ordering::Acquire) {
             return nodeid;
         }
         self.renumbered.get(&nodeid).map_or(nodeid, |n| *n)
@@ -239,6 +243,7 @@ impl InodeTable {
         let node = self.nodes.get_mut(&number)?;
         let new = self.next_reserved.fetch_add(1, Ordering::Relaxed);
         self.renumbered.insert(new, number);
+        self.any_renumbered.store(true, Ordering::Release);
         let old = node.nodeid.swap(new, Ordering::Relaxed);
         let held = node.lookups.swap(0, Ordering::Relaxed);
         if held > 0 {
