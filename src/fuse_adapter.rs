@@ -481,6 +481,9 @@ impl Filesystem for StrataFs {
             |fd| reply.open_backing(fd),
         ) {
             OpenMode::Passthrough(b) => {
+                if !mutable {
+                    self.union.files.keep_copy(fh);
+                }
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }
             OpenMode::Cached { keep_cache } => {
@@ -492,7 +495,7 @@ impl Filesystem for StrataFs {
                 // from now on, and ESTALE makes the VFS look the path up again (with
                 // LOOKUP_REVAL) and open the new inode.
                 self.union.release(fh);
-                self.union.supersede(number);
+                self.union.supersede(number, ino.0);
                 reply.error(FErrno::from_i32(libc::ESTALE))
             }
         }
@@ -812,8 +815,10 @@ impl Filesystem for StrataFs {
                         OpenMode::Cached { .. } => None,
                         OpenMode::Stale => {
                             // A new object's kernel inode has no open files, so this cannot
-                            // happen; answered as a failed open all the same.
+                            // happen; answered as a failed open all the same (and the
+                            // entry's lookup is not the kernel's then).
                             self.union.release(fh);
+                            self.union.forget(a.nodeid, 1);
                             return reply.error(FErrno::from_i32(libc::EIO));
                         }
                     };

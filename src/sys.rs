@@ -580,8 +580,9 @@ pub fn release_free_memory() {
     }
 }
 
-/// getxattrat(2), Linux 6.13 (one number on every architecture): an xattr of an entry of
-/// a directory fd without walking a /proc/self/fd path, which costs more than the read.
+/// getxattrat(2), Linux 6.13 (the number of the unified syscall table, which x86_64,
+/// arm64 and riscv share): an xattr of an entry of a directory fd without walking a
+/// /proc/self/fd path, which costs more than the read.
 const SYS_GETXATTRAT: libc::c_long = 464;
 static HAS_GETXATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -618,7 +619,8 @@ fn getxattr_at(dir: BorrowedFd<'_>, entry: &CStr, name: &CStr) -> Option<SysResu
             ) as isize
         }
     });
-    if r == Err(Errno::ENOSYS) {
+    // ENOSYS: an older kernel; EPERM: a seccomp filter that does not know the call.
+    if r == Err(Errno::ENOSYS) || r == Err(Errno::EPERM) {
         HAS_GETXATTRAT.store(false, Relaxed);
         return None;
     }

@@ -198,9 +198,12 @@ impl Union {
             };
         let (src_st, upper_st) =
             self.copy_up_path(&path, s.layer, &s.lower_path, mode, node.ino)?;
-        self.adopt_copy(node.ino, &upper_st);
-        if let Some(origin) = self.metacopy_origin_of(&upper_st, &path) {
-            node.state.lock().data = Some(origin);
+        // Layer and data are published together: an open in between must not find the
+        // node in the upper without knowing its data is still the lower's.
+        let origin = self.metacopy_origin_of(&upper_st, &path);
+        let metadata_only = origin.is_some();
+        self.adopt_copy(node.ino, &upper_st, origin);
+        if metadata_only {
             return Ok(());
         }
         if s.kind == libc::S_IFREG {
@@ -279,14 +282,21 @@ impl Union {
         self.copy_up_as(node, mode)
     }
 
-    /// Records a new upper copy of the object `number` (identity and layer), and tells the
-    /// kernel its attributes changed (a copy has its own ctime and blocks).
-    pub(super) fn adopt_copy(&self, number: u64, upper_st: &Stat) {
+    /// Records a new upper copy of the object `number` (identity, layer, and where its data
+    /// is: `data` for a metadata-only copy), and tells the kernel its attributes changed (a
+    /// copy has its own ctime and blocks).
+    pub(super) fn adopt_copy(
+        &self,
+        number: u64,
+        upper_st: &Stat,
+        data: Option<(usize, std::ffi::OsString)>,
+    ) {
         self.inodes
             .alias_identity(upper_st.st_dev, upper_st.st_ino, number);
         if let Some(n) = self.inodes.get(number) {
             let mut st = n.state.lock();
             st.layer = 0;
+            st.data = data;
             if st.kind == libc::S_IFDIR && st.dir_layers.first() != Some(&0) {
                 st.dir_layers.insert(0, 0);
             }
@@ -463,7 +473,7 @@ impl Union {
         }
         let number = self.number_of(r, &dir.path, name);
         let (_, ust) = self.copy_up_path(&child, r.layer, &r.lower_path, CopyMode::Data, number)?;
-        self.adopt_copy(number, &ust);
+        self.adopt_copy(number, &ust, None);
         if hard_link {
             let udir = self.dir_fd(0, &dir.path)?;
             let copy = sys::openat(udir.as_fd(), name, libc::O_PATH, 0)?;

@@ -62,6 +62,15 @@ impl Handles {
         }
         Ok(())
     }
+    /// The handle `fh` keeps the copy it was opened on, even across a copy-up: the kernel
+    /// reads it in passthrough from that copy (S28), so whatever the daemon serves for it
+    /// (lseek SEEK_DATA, copy_file_range) must come from the same copy.
+    pub fn keep_copy(&self, fh: u64) {
+        if let Some(f) = self.map.get(&fh) {
+            f.target.write().1 = false;
+        }
+    }
+
     pub fn get(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
         self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
     }

@@ -187,6 +187,8 @@ pub struct InodeTable {
     /// The st_dev of each filesystem among the layers, in layer order: a position here is
     /// the fs index of a composed number.
     devs: Vec<u64>,
+    /// How many nodes are held (DashMap::len would lock every shard).
+    live: AtomicU64,
     /// The most nodes held since the heap was last trimmed.
     peak: AtomicU64,
 }
@@ -210,6 +212,7 @@ impl InodeTable {
             ids: Mutex::new(Identities::default()),
             next_reserved: AtomicU64::new(RESERVED),
             devs,
+            live: AtomicU64::new(1),
             peak: AtomicU64::new(0),
         };
         t.nodes
@@ -219,7 +222,7 @@ impl InodeTable {
 
     /// How many objects the kernel holds.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.live.load(Ordering::Relaxed) as usize
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
@@ -234,13 +237,18 @@ impl InodeTable {
         self.renumbered.get(&nodeid).map_or(nodeid, |n| *n)
     }
 
-    /// Gives the live object `number` a new node id for lookups from now on; the kernel's
-    /// references on its current one stay counted there until forgotten.
-    pub fn supersede(&self, number: u64) -> Option<u64> {
+    /// Gives the live object `number` a new node id for lookups from now on, if `nodeid`
+    /// is still its current one (two opens racing on one old id make one new id, not two
+    /// kernel inodes for one object); the kernel's references on the old id stay counted
+    /// there until forgotten.
+    pub fn supersede(&self, number: u64, nodeid: u64) -> Option<u64> {
         if number == ROOT_INO {
             return None;
         }
         let node = self.nodes.get_mut(&number)?;
+        if node.nodeid.load(Ordering::Relaxed) != nodeid {
+            return None;
+        }
         let new = self.next_reserved.fetch_add(1, Ordering::Relaxed);
         self.renumbered.insert(new, number);
         self.any_renumbered.store(true, Ordering::Release);
@@ -311,22 +319,25 @@ impl InodeTable {
         let (node, nodeid) = {
             // Count the lookup while the shard is locked so a racing forget (or supersede)
             // cannot come between our insert and our increment.
-            let entry = self
-                .nodes
-                .entry(number)
-                .or_insert_with(|| Arc::new(Node::new(number, fresh.clone(), 0)));
+            let entry = self.nodes.entry(number).or_insert_with(|| {
+                let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+                self.peak.fetch_max(live, Ordering::Relaxed);
+                Arc::new(Node::new(number, fresh.clone(), 0))
+            });
             entry.lookups.fetch_add(1, Ordering::Relaxed);
             (entry.clone(), entry.nodeid.load(Ordering::Relaxed))
         };
-        self.peak
-            .fetch_max(self.nodes.len() as u64, Ordering::Relaxed);
         {
             let mut s = node.state.lock();
-            s.kind = fresh.kind;
-            s.layer = fresh.layer;
-            s.dir_layers = fresh.dir_layers;
-            s.data = fresh.data;
-            s.lower_path = fresh.lower_path;
+            // A resolution taken before a concurrent copy-up finished must not move the
+            // object back to its lower copy: a copy in the upper stays the object's.
+            if s.layer != 0 || fresh.layer == 0 {
+                s.kind = fresh.kind;
+                s.layer = fresh.layer;
+                s.dir_layers = fresh.dir_layers;
+                s.data = fresh.data;
+                s.lower_path = fresh.lower_path;
+            }
             s.unlinked = false;
         }
         // The name just resolved becomes the one used for paths.
@@ -359,6 +370,7 @@ impl InodeTable {
             let gone = node.unreferenced();
             if gone {
                 ids_gone.push(node.nodeid.load(Ordering::Relaxed));
+                self.live.fetch_sub(1, Ordering::Relaxed);
             }
             gone
         });
@@ -372,7 +384,7 @@ impl InodeTable {
     /// took goes back to the system (the allocator keeps freed memory otherwise), so the
     /// daemon's RSS follows the kernel's inode cache down (`echo 2 > drop_caches`).
     fn trim_after_shrinking(&self) {
-        let len = self.nodes.len() as u64;
+        let len = self.live.load(Ordering::Relaxed);
         let peak = self.peak.load(Ordering::Relaxed);
         if peak >= TRIM_FROM
             && len < peak / 2
@@ -481,7 +493,7 @@ mod tests {
         let (_, id) = t.upsert_lookup(n, state(libc::S_IFREG));
         assert_eq!(id, n);
         t.upsert_lookup(n, state(libc::S_IFREG));
-        let new = t.supersede(n).unwrap();
+        let new = t.supersede(n, n).unwrap();
         assert!(new >= RESERVED && new != n);
         // Both node ids name the object; lookups now answer with the new one.
         assert_eq!(t.number_of(new), n);
@@ -498,13 +510,18 @@ mod tests {
         assert_eq!(t.number_of(new), new, "the new id is forgotten too");
         // Forgetting the new id first works the same.
         t.upsert_lookup(n, state(libc::S_IFREG));
-        let newer = t.supersede(n).unwrap();
+        let newer = t.supersede(n, n).unwrap();
         t.upsert_lookup(n, state(libc::S_IFREG));
         t.forget(newer, 1);
         assert!(t.get(n).is_some(), "held by the old node id");
         t.forget(n, 1);
         assert!(t.get(n).is_none());
-        assert!(t.supersede(ROOT_INO).is_none());
+        assert!(t.supersede(ROOT_INO, ROOT_INO).is_none());
+        // Only from the current node id.
+        t.upsert_lookup(n, state(libc::S_IFREG));
+        let current = t.supersede(n, n).unwrap();
+        assert!(t.supersede(n, n).is_none(), "a second open on the old id");
+        assert_eq!(t.number_of(current), n);
     }
 
     #[test]

@@ -285,9 +285,10 @@ impl Union {
         self.inodes.number_of(nodeid)
     }
 
-    /// Gives object `number` a new node id (inodes::InodeTable::supersede).
-    pub fn supersede(&self, number: u64) -> Option<u64> {
-        self.inodes.supersede(number)
+    /// Gives object `number` a new node id if `nodeid` is its current one
+    /// (inodes::InodeTable::supersede).
+    pub fn supersede(&self, number: u64, nodeid: u64) -> Option<u64> {
+        self.inodes.supersede(number, nodeid)
     }
 
     pub fn read_only(&self) -> bool {
