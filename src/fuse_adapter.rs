@@ -622,7 +622,8 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _timing = self.stats.time(Op::Readdirplus);
-        let r = self.union.readdir(self.num(ino), offset, |next, e| {
+        let dir = self.num(ino);
+        let r = self.union.readdir(dir, offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 // Not counted as lookups by the kernel: plain attributes only.
                 let a = match self.union.getattr(e.ino) {
@@ -638,7 +639,7 @@ impl Filesystem for StrataFs {
                     Generation(0),
                 );
             }
-            match self.union.lookup(self.num(ino), &e.name) {
+            match self.union.lookup(dir, &e.name) {
                 Ok(a) => {
                     let full = reply.add(
                         INodeNo(a.nodeid),

@@ -74,9 +74,15 @@ pub fn entry_is_whiteout(
 /// every empty regular file (overlayfs' readdir does the same), which spares a stat of
 /// every file of every other directory.
 pub fn dir_holds_xattr_whiteouts(dir: BorrowedFd<'_>) -> bool {
-    OVL_OPAQUE_XATTRS.iter().any(|x| {
-        sys::getxattr(XTarget::Fd(dir), OsStr::new(x)).is_ok_and(|v| v.first() == Some(&b'x'))
-    })
+    overlay_opaque_is(XTarget::Fd(dir), b'x')
+}
+
+/// Whether either overlay.opaque xattr of `t` starts with `value` ("y": opaque, "x":
+/// holds xattr whiteouts).
+fn overlay_opaque_is(t: XTarget<'_>, value: u8) -> bool {
+    OVL_OPAQUE_XATTRS
+        .iter()
+        .any(|x| sys::getxattr(t, OsStr::new(x)).is_ok_and(|v| v.first() == Some(&value)))
 }
 
 /// Whether `dir` holds an aufs whiteout `.wh.<name>`.
@@ -91,11 +97,7 @@ pub fn dir_is_opaque(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
             return true;
         }
     }
-    OVL_OPAQUE_XATTRS.iter().any(|x| {
-        sys::getxattr(XTarget::At(parent, name), OsStr::new(x))
-            .map(|v| v.first() == Some(&b'y'))
-            .unwrap_or(false)
-    })
+    overlay_opaque_is(XTarget::At(parent, name), b'y')
 }
 
 /// Redirect of a renamed merged directory: our xattr holds its path in the lowers; the
@@ -229,10 +231,7 @@ fn link_shared_whiteout(work: BorrowedFd<'_>, dir: BorrowedFd<'_>, wh: &OsStr) -
         match sys::linkat(work, shared, dir, wh) {
             Err(Errno::ENOENT) => {
                 let _g = SHARED_WHITEOUT_LOCK.lock();
-                match sys::openat(work, shared, libc::O_CREAT | libc::O_WRONLY, 0o600) {
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
+                sys::openat(work, shared, libc::O_CREAT | libc::O_WRONLY, 0o600)?;
             }
             Err(Errno::EMLINK) => {
                 // A new shared file (another thread may just have made one: then this

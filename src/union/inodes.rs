@@ -346,14 +346,14 @@ impl InodeTable {
     }
 
     /// The kernel dropped `n` references on `nodeid`; the object goes when none are left on
-    /// any of its node ids.
-    pub fn forget(&self, nodeid: u64, n: u64) {
+    /// any of its node ids. Returns its number if it went.
+    pub fn forget(&self, nodeid: u64, n: u64) -> Option<u64> {
         let number = self.number_of(nodeid);
         if number == ROOT_INO {
-            return;
+            return None;
         }
         let mut ids_gone = Vec::new();
-        self.nodes.remove_if(&number, |_, node| {
+        let removed = self.nodes.remove_if(&number, |_, node| {
             if node.nodeid.load(Ordering::Relaxed) == nodeid {
                 let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
                 node.lookups.store(left, Ordering::Relaxed);
@@ -377,7 +377,10 @@ impl InodeTable {
         for id in ids_gone.into_iter().filter(|id| *id != number) {
             self.renumbered.remove(&id);
         }
-        self.trim_after_shrinking();
+        removed.map(|_| {
+            self.trim_after_shrinking();
+            number
+        })
     }
 
     /// Once the kernel has forgotten half of the nodes held at the peak, the memory they

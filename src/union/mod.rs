@@ -316,7 +316,7 @@ impl Union {
 
     /// The user's workdir (on the upper's filesystem), when there is an upper: it holds the
     /// shared whiteout (whiteout::write_whiteout).
-    fn work_dir(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+    fn workdir(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.layers.workdir.as_ref().map(|w| w.as_fd())
     }
 
@@ -670,9 +670,7 @@ impl Union {
 
     /// The kernel dropped `n` references on its node id `nodeid`.
     pub fn forget(&self, nodeid: u64, n: u64) {
-        let number = self.number_of_node(nodeid);
-        self.inodes.forget(nodeid, n);
-        if self.inodes.get(number).is_none() {
+        if let Some(number) = self.inodes.forget(nodeid, n) {
             self.removed_dirs.remove(&number);
             self.index.forget(number);
         }

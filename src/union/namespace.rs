@@ -300,7 +300,7 @@ impl Union {
         let form = self.layers.whiteout;
         let at_name = whiteout::whiteout_at_name(form, name);
         if need_whiteout && !at_name {
-            whiteout::write_whiteout(d, name, form, self.work_dir())?;
+            whiteout::write_whiteout(d, name, form, self.workdir())?;
         }
         if in_upper {
             if is_dir {
@@ -310,7 +310,7 @@ impl Union {
             sys::unlinkat(d, name, is_dir)?;
         }
         if need_whiteout && at_name {
-            whiteout::write_whiteout(d, name, form, self.work_dir())?;
+            whiteout::write_whiteout(d, name, form, self.workdir())?;
         }
         Ok(())
     }
@@ -504,7 +504,7 @@ impl Union {
         }
         let old_at_name = whiteout::whiteout_at_name(form, name);
         if old_needs_wh && !old_at_name {
-            whiteout::write_whiteout(od, name, form, self.work_dir())?;
+            whiteout::write_whiteout(od, name, form, self.workdir())?;
         }
         if !dst_in_upper
             && whiteout::whiteout_at_name(form, newname)
@@ -528,7 +528,7 @@ impl Union {
             self.dircache.invalidate(0, &new_path);
         }
         if old_needs_wh && old_at_name {
-            whiteout::write_whiteout(od, name, form, self.work_dir())?;
+            whiteout::write_whiteout(od, name, form, self.workdir())?;
         }
         if let Some(dn) = dst_no {
             if let Some(d) = &dst {
