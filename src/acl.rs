@@ -51,6 +51,22 @@ impl Acl {
         Some(Acl(entries))
     }
 
+    /// The same ACL with the ids of its named-user and named-group entries mapped.
+    pub fn map_ids(&self, uid: impl Fn(u32) -> u32, gid: impl Fn(u32) -> u32) -> Acl {
+        let map = |e: &Entry| match e.tag {
+            USER => Entry {
+                id: uid(e.id),
+                ..*e
+            },
+            GROUP => Entry {
+                id: gid(e.id),
+                ..*e
+            },
+            _ => *e,
+        };
+        Acl(self.0.iter().map(map).collect())
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = VERSION.to_le_bytes().to_vec();
         for e in &self.0 {

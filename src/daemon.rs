@@ -11,6 +11,7 @@ use std::time::Duration;
 use fuser::{Config, SessionACL};
 
 use crate::fuse_adapter::{AdapterConfig, StrataFs};
+use crate::idmap::{self, IdMap, IdMaps};
 use crate::layers::LayerSet;
 use crate::layertool::initlayer::InitLayer;
 use crate::logging;
@@ -48,11 +49,21 @@ fn fuse_config(req: &MountRequest) -> Config {
     cfg
 }
 
+/// Who made the mount, and so who can end it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MountedBy {
+    /// mount(2): root, or a user namespace's root on its own mount namespace.
+    Kernel,
+    /// fusermount3, for a plain user (mount(2) answered EPERM).
+    Helper,
+}
+
 /// Mounts `fuse.stratafs` at the mountpoint with a /dev/fuse fd of our own. The daemon
 /// owns the mount (not fuser), so it never unmounts by path after an external umount,
 /// when the path may already hold somebody else's new mount.
-fn kernel_mount(req: &MountRequest) -> sys::SysResult<OwnedFd> {
+fn kernel_mount(req: &MountRequest) -> Result<(OwnedFd, MountedBy), String> {
     let o = &req.opts;
+    let in_mountpoint = |e: sys::Errno| format!("mountpoint '{}': {e}", req.mountpoint.display());
     let source = o
         .fsname
         .clone()
@@ -60,25 +71,51 @@ fn kernel_mount(req: &MountRequest) -> sys::SysResult<OwnedFd> {
         .unwrap_or_else(|| "stratafs".into());
     let root_kind = std::fs::metadata(&req.mountpoint)
         .map(|m| m.mode() & libc::S_IFMT)
-        .map_err(sys::Errno::from)?;
+        .map_err(|e| in_mountpoint(sys::Errno::from(e)))?;
     let mut flags = o.mount_flags;
     if o.read_only || o.upperdir.is_none() {
         flags |= libc::MS_RDONLY;
     }
-    let mut extra = String::new();
+    let mut fuse_options = Vec::new();
     if shared_with_all(o) {
-        extra.push_str(",allow_other");
+        fuse_options.push("allow_other");
     }
     if o.default_permissions || shared_with_all(o) {
-        extra.push_str(",default_permissions");
+        fuse_options.push("default_permissions");
     }
-    sys::fuse_mount(&source, &req.mountpoint, "fuse.stratafs", flags, |fd| {
-        format!(
-            "fd={fd},rootmode={root_kind:o},user_id={},group_id={}{extra}",
+    let direct = sys::fuse_mount(&source, &req.mountpoint, "fuse.stratafs", flags, |fd| {
+        let mut data = format!(
+            "fd={fd},rootmode={root_kind:o},user_id={},group_id={}",
             sys::getuid(),
             sys::getgid()
-        )
-    })
+        );
+        for opt in &fuse_options {
+            data.push(',');
+            data.push_str(opt);
+        }
+        data
+    });
+    match direct {
+        Ok(fd) => Ok((fd, MountedBy::Kernel)),
+        // EACCES: /dev/fuse itself is closed to users (mode 0600), which the setuid
+        // helper can still open.
+        Err(sys::Errno::EPERM | sys::Errno::EACCES) if sys::getuid() != 0 => {
+            let options = crate::fusermount::option_string(&source, flags, &fuse_options);
+            crate::fusermount::mount(&req.mountpoint, &options)
+                .map(|fd| (fd, MountedBy::Helper))
+                .map_err(|e| format!("mountpoint '{}': {e}", req.mountpoint.display()))
+        }
+        Err(e) => Err(in_mountpoint(e)),
+    }
+}
+
+/// Ends the mount the way it was made; `lazy` detaches a busy one at once.
+fn unmount(mnt: &std::path::Path, by: MountedBy, lazy: bool) -> Result<(), String> {
+    match by {
+        MountedBy::Helper => crate::fusermount::unmount(mnt),
+        MountedBy::Kernel if lazy => sys::umount_detach(mnt).map_err(|e| e.to_string()),
+        MountedBy::Kernel => sys::umount(mnt).map_err(|e| e.to_string()),
+    }
 }
 
 /// `-o hostname=...` and friends without `initdir=`: writes an init layer into the
@@ -153,6 +190,9 @@ pub fn run(mut req: MountRequest) -> i32 {
     if req.opts.remount {
         return remount(&req);
     }
+    crate::private_xattrs::use_user_namespace(
+        req.opts.userxattr || !sys::may_write_trusted_xattrs(),
+    );
     if let Err(e) = generate_init_layer(&mut req.opts) {
         eprintln!("stratafs: {e}");
         return 1;
@@ -163,9 +203,16 @@ pub fn run(mut req: MountRequest) -> i32 {
         eprintln!("stratafs: {e}");
         return 1;
     }
+    // fusermount3 too opens /dev/fuse as the user.
     if let Err(e) = sys::check_rw("/dev/fuse") {
         eprintln!("stratafs: /dev/fuse: {e}");
         return 1;
+    }
+    if sys::getuid() != 0 {
+        if let Err(e) = crate::fusermount::precheck(&req.mountpoint, shared_with_all(&req.opts)) {
+            eprintln!("stratafs: mountpoint '{}': {e}", req.mountpoint.display());
+            return 1;
+        }
     }
     let layers = match LayerSet::open(&req.opts, &req.mountpoint) {
         Ok(l) => l,
@@ -230,6 +277,9 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     for l in &layers.layers {
         tracing::info!("layer {:?}: {}", l.role, l.path.display());
     }
+    if crate::private_xattrs::in_user_namespace() {
+        tracing::info!("private xattrs are user.stratafs.* (not a mount by the host's root)");
+    }
     if let Some(c) = &req.opts.context {
         tracing::warn!("context={c} accepted and ignored: labels come from the layers");
     }
@@ -258,13 +308,12 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
     let union_handle = union.clone();
-    let mount_failed = |e: sys::Errno| {
-        report(&format!("mountpoint '{}': {e}", req.mountpoint.display()));
-        1
-    };
-    let dev = match kernel_mount(&req) {
-        Ok(fd) => fd,
-        Err(e) => return mount_failed(e),
+    let (dev, mounted_by) = match kernel_mount(&req) {
+        Ok(m) => m,
+        Err(e) => {
+            report(&e);
+            return 1;
+        }
     };
     let acl = cfg.acl;
     let session = match fuser::Session::from_fd(
@@ -277,6 +326,14 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
                 acls: req.opts.acls(),
                 squash_uid: req.opts.squash_uid,
                 squash_gid: req.opts.squash_gid,
+                ids: IdMaps {
+                    uids: IdMap::new(
+                        req.opts.uid_ranges.clone(),
+                        idmap::kernel_overflow_id(false),
+                    ),
+                    gids: IdMap::new(req.opts.gid_ranges.clone(), idmap::kernel_overflow_id(true)),
+                },
+                ino32: req.opts.ino32,
                 xattrs: req.opts.xattrs,
             },
         ),
@@ -286,8 +343,13 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     ) {
         Ok(s) => s,
         Err(e) => {
-            let _ = sys::umount_detach(&req.mountpoint);
-            return mount_failed(sys::Errno::from(e));
+            let _ = unmount(&req.mountpoint, mounted_by, true);
+            report(&format!(
+                "mountpoint '{}': {}",
+                req.mountpoint.display(),
+                sys::Errno::from(e)
+            ));
+            return 1;
         }
     };
     union_handle.set_kernel_cache(Box::new(crate::fuse_adapter::NotifyCache::new(
@@ -296,7 +358,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     if union_handle.behaviour.volatile {
         if let Err(e) = union_handle.layers.set_volatile_marker() {
             drop(session);
-            let _ = sys::umount_detach(&req.mountpoint);
+            let _ = unmount(&req.mountpoint, mounted_by, true);
             report(&format!("workdir: cannot write the volatile marker: {e}"));
             return 1;
         }
@@ -310,7 +372,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     std::thread::spawn(move || {
         let sig = signals.wait();
         tracing::info!("signal {sig}: unmounting");
-        if let Err(e) = sys::umount(&mnt) {
+        if let Err(e) = unmount(&mnt, mounted_by, false) {
             tracing::error!("unmount of '{}' failed: {e}", mnt.display());
         }
     });

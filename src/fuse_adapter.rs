@@ -16,8 +16,10 @@ use fuser::{
     WriteFlags,
 };
 
+use crate::idmap::IdMaps;
 use crate::iomode::{IoModes, OpenMode};
-use crate::stats::{Op, Stats, STATS_XATTR};
+use crate::private_xattrs::Private;
+use crate::stats::{Op, Stats};
 use crate::sys::{self, Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
@@ -37,6 +39,10 @@ pub struct AdapterConfig {
     /// object is shown with (what is stored is unchanged).
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
+    /// fuse-overlayfs' uidmapping=/gidmapping=: owners stored in the layers and shown.
+    pub ids: IdMaps,
+    /// fuse-overlayfs' `ino32_t`: inode numbers shown with their low 32 bits only.
+    pub ino32: bool,
     /// fuse-overlayfs' `noxattrs=1` turns this off: every xattr call is EOPNOTSUPP.
     pub xattrs: bool,
 }
@@ -87,14 +93,6 @@ impl KernelCache for NotifyCache {
 
 fn errno(e: Errno) -> FErrno {
     FErrno::from_i32(e.0)
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
 }
 
 fn systime(sec: i64, nsec: i64) -> SystemTime {
@@ -179,12 +177,32 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 }
 
 impl StrataFs {
-    /// The attributes the kernel gets: the merged view's, with the squashed owner.
+    /// The attributes the kernel gets: the merged view's, with the owner squashed or
+    /// mapped and the inode number folded as the options ask.
     fn fattr(&self, a: &Attr) -> FileAttr {
         let mut f = file_attr(a);
-        f.uid = self.cfg.squash_uid.unwrap_or(f.uid);
-        f.gid = self.cfg.squash_gid.unwrap_or(f.gid);
+        f.uid = (self.cfg.squash_uid).unwrap_or_else(|| self.cfg.ids.uids.to_shown(f.uid));
+        f.gid = (self.cfg.squash_gid).unwrap_or_else(|| self.cfg.ids.gids.to_shown(f.gid));
+        f.ino = INodeNo(self.shown_ino(f.ino.0));
         f
+    }
+
+    /// An inode number as shown in st_ino and d_ino (`ino32_t`: its low 32 bits).
+    fn shown_ino(&self, ino: u64) -> u64 {
+        if self.cfg.ino32 {
+            ino & 0xffff_ffff
+        } else {
+            ino
+        }
+    }
+
+    /// Who asks, with the ids the layers store for them.
+    fn caller(&self, req: &Request) -> Caller {
+        Caller {
+            uid: self.cfg.ids.uids.to_stored(req.uid()),
+            gid: self.cfg.ids.gids.to_stored(req.gid()),
+            pid: req.pid(),
+        }
     }
 
     /// EOPNOTSUPP under `noxattrs=1`.
@@ -227,7 +245,7 @@ impl StrataFs {
     ) {
         let r = self
             .union
-            .create(caller(req), self.num(parent), name, kind, mode, umask)
+            .create(self.caller(req), self.num(parent), name, kind, mode, umask)
             .map(|(a, _)| a);
         self.entry(reply, r);
     }
@@ -334,15 +352,15 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Setattr);
         let ch = SetAttr {
             mode,
-            uid,
-            gid,
+            uid: uid.map(|u| self.cfg.ids.uids.to_stored(u)),
+            gid: gid.map(|g| self.cfg.ids.gids.to_stored(g)),
             size,
             atime: timespec(atime),
             mtime: timespec(mtime),
         };
         match self
             .union
-            .setattr(caller(req), self.num(ino), fh.map(|f| f.0), ch)
+            .setattr(self.caller(req), self.num(ino), fh.map(|f| f.0), ch)
         {
             Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -463,7 +481,7 @@ impl Filesystem for StrataFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timing = self.stats.time(Op::Open);
         let number = self.num(ino);
-        let (fh, mutable) = match self.union.open(caller(req), number, flags.0) {
+        let (fh, mutable) = match self.union.open(self.caller(req), number, flags.0) {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
@@ -605,7 +623,12 @@ impl Filesystem for StrataFs {
     ) {
         let _timing = self.stats.time(Op::Readdir);
         let r = self.union.readdir(self.num(ino), offset, |next, e| {
-            reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
+            reply.add(
+                INodeNo(self.shown_ino(e.ino)),
+                next,
+                file_type(e.kind),
+                &e.name,
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -663,7 +686,7 @@ impl Filesystem for StrataFs {
                     next,
                     &e.name,
                     &Duration::ZERO,
-                    &blank_attr(e.ino, e.kind),
+                    &blank_attr(self.shown_ino(e.ino), e.kind),
                     Generation(0),
                 ),
             }
@@ -714,6 +737,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let _timing = self.stats.time(Op::Setxattr);
+        let stored = name
+            .to_str()
+            .and_then(|n| self.cfg.ids.stored_xattr(n, value));
+        let value = stored.as_deref().unwrap_or(value);
         empty(
             reply,
             self.xattrs_on().and_then(|()| {
@@ -725,9 +752,10 @@ impl Filesystem for StrataFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _timing = self.stats.time(Op::Getxattr);
-        if self.num(ino) == crate::union::ROOT_INO && name == STATS_XATTR {
+        if self.num(ino) == crate::union::ROOT_INO && name == Private::Stats.name() {
             // `stratafs stats`: a trusted.* name, which the kernel lets only
-            // CAP_SYS_ADMIN read. The size probe gets room for the report to grow.
+            // CAP_SYS_ADMIN read (user.* on a plain user's mount, which only that user
+            // can reach). The size probe gets room for the report to grow.
             let report = self.stats.report(&self.union.report_lines());
             return if size == 0 {
                 reply.size(report.len() as u32 + 4096)
@@ -739,7 +767,10 @@ impl Filesystem for StrataFs {
             .xattrs_on()
             .and_then(|()| self.union.getxattr(self.num(ino), name))
         {
-            Ok(v) => reply_xattr(reply, size, &v),
+            Ok(v) => {
+                let shown = name.to_str().and_then(|n| self.cfg.ids.shown_xattr(n, &v));
+                reply_xattr(reply, size, shown.as_deref().unwrap_or(&v))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -748,7 +779,7 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Listxattr);
         match self
             .xattrs_on()
-            .and_then(|()| self.union.listxattr(caller(req), self.num(ino)))
+            .and_then(|()| self.union.listxattr(self.caller(req), self.num(ino)))
         {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -775,7 +806,8 @@ impl Filesystem for StrataFs {
         let _timing = self.stats.time(Op::Access);
         empty(
             reply,
-            self.union.access(caller(req), self.num(ino), mask.bits()),
+            self.union
+                .access(self.caller(req), self.num(ino), mask.bits()),
         );
     }
 
@@ -791,7 +823,7 @@ impl Filesystem for StrataFs {
     ) {
         let _timing = self.stats.time(Op::Create);
         let r = self.union.create(
-            caller(req),
+            self.caller(req),
             self.num(parent),
             name,
             NewKind::File(flags),
@@ -852,7 +884,7 @@ impl Filesystem for StrataFs {
         empty(
             reply,
             self.union
-                .fallocate(caller(req), fh.0, mode, offset, length),
+                .fallocate(self.caller(req), fh.0, mode, offset, length),
         );
     }
 

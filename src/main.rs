@@ -1,27 +1,12 @@
 //! stratafs: a union filesystem in userspace. This file is the command line: argv parsing
 //! (clap + the `-o` option string) and dispatch to the daemon.
 
-// `unsafe` and raw syscalls live in `sys` alone, behind safe wrappers.
 #![deny(unsafe_code)]
-
-mod acl;
-mod daemon;
-mod fuse_adapter;
-mod iomode;
-mod layers;
-mod layertool;
-mod logging;
-mod mount_helper;
-mod options;
-mod stats;
-#[allow(unsafe_code)]
-mod sys;
-mod union;
-mod whiteout;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use stratafs::{daemon, layertool, mount_helper, options};
 
 use clap::{CommandFactory, Parser};
 

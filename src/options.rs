@@ -1,6 +1,7 @@
 //! The `-o` option string: fuse-overlayfs compatible parsing (escapes `\,` and `\:`),
 //! the options mount(8) and systemd pass along, and the typed result.
 
+use crate::idmap::{parse_ranges, IdRange};
 use std::path::PathBuf;
 
 /// Which on-disk form the daemon writes for whiteouts and opaque dirs (S7).
@@ -53,6 +54,14 @@ pub struct MountOptions {
     pub fsync: bool,
     /// fuse-overlayfs' `static_nlink`: directories report st_nlink 1.
     pub static_nlink: bool,
+    /// overlayfs' `userxattr`: private xattrs in `user.*` even for a mount by root (they
+    /// are there anyway for any other mount).
+    pub userxattr: bool,
+    /// fuse-overlayfs' uidmapping=/gidmapping=: stored ids and shown ids (`idmap`).
+    pub uid_ranges: Vec<IdRange>,
+    pub gid_ranges: Vec<IdRange>,
+    /// fuse-overlayfs' `ino32_t`: st_ino and d_ino keep their low 32 bits.
+    pub ino32: bool,
     /// fuse-overlayfs' squash_to_uid=/squash_to_gid= (squash_to_root: 0, lower precedence).
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
@@ -139,6 +148,10 @@ impl Default for MountOptions {
             remount: false,
             fsync: true,
             static_nlink: false,
+            userxattr: false,
+            uid_ranges: Vec::new(),
+            gid_ranges: Vec::new(),
+            ino32: false,
             squash_uid: None,
             squash_gid: None,
             xattrs: true,
@@ -364,6 +377,9 @@ impl MountOptions {
                         self.squash_gid = Some(id);
                     }
                 }
+                "uidmapping" => self.uid_ranges = parse_ranges(&key, &need(&val)?)?,
+                "gidmapping" => self.gid_ranges = parse_ranges(&key, &need(&val)?)?,
+                "ino32_t" if val.is_none() => self.ino32 = true,
                 "threaded" => {
                     // threaded=0: one worker; threaded=1: our default count.
                     self.threads = (!parse_bool("threaded", &need(&val)?)?).then_some(1);
@@ -379,6 +395,7 @@ impl MountOptions {
                         "option 'plugins': lazy-pull layer plugins are not supported".into(),
                     )
                 }
+                "userxattr" if val.is_none() => self.userxattr = true,
                 "acl" if val.is_none() => self.acl = true,
                 "noacl" if val.is_none() => self.acl = false,
                 k if PASSED_ALONG.contains(&k) && val.is_none() => {}

@@ -1,12 +1,11 @@
 //! What the daemon has done, for `stratafs stats MOUNTPOINT`: requests by opcode with their
 //! latency (log2 histograms, lock-free counters on the hot path), and the report text. The
 //! report is read through the private xattr `trusted.stratafs.stats` of the mount's root,
-//! which the kernel lets only CAP_SYS_ADMIN read.
+//! which the kernel lets only CAP_SYS_ADMIN read (`user.stratafs.stats` on a plain user's
+//! mount, which only that user can reach).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-
-pub const STATS_XATTR: &str = "trusted.stratafs.stats";
 
 /// The FUSE requests the daemon serves, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,17 +6,11 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::options::WhiteoutForm;
+use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_NAME: &str = ".wh..wh..opq";
-/// Marks a metadata-only upper copy and names where its data is (`-o metacopy=on`).
-pub const METACOPY_XATTR: &str = "trusted.stratafs.metacopy";
-/// On an upper copy: the inode number of the object it was copied up from (decimal), so
-/// that the object keeps its number across remounts (see `union::inodes`).
-pub const INO_XATTR: &str = "trusted.stratafs.ino";
-const OVL_WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
-const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Names reserved by the aufs/OCI forms: never shown, never created (S8).
 pub fn is_reserved_name(name: &OsStr) -> bool {
@@ -28,15 +22,6 @@ pub fn aufs_whiteout_name(name: &OsStr) -> OsString {
     let mut v = WH_PREFIX.to_vec();
     v.extend_from_slice(name.as_bytes());
     OsStr::from_bytes(&v).to_os_string()
-}
-
-/// Xattrs private to the union: hidden from the merged view (S8).
-pub fn is_private_xattr(name: &OsStr) -> bool {
-    let b = name.as_bytes();
-    b.starts_with(b"trusted.overlay.")
-        || b.starts_with(b"user.overlay.")
-        || b.starts_with(b"trusted.stratafs.")
-        || b.starts_with(b"user.stratafs.")
 }
 
 fn is_char00(st: &Stat) -> bool {
@@ -62,9 +47,10 @@ pub fn entry_is_whiteout(
     // honours it wherever it is, as overlayfs' lookup does; a listing only in a directory
     // marked to hold such whiteouts (`dir_holds_xattr_whiteouts`, S5).
     if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 {
-        return OVL_WHITEOUT_XATTRS
-            .iter()
-            .any(|x| sys::getxattr(XTarget::At(dir, name), OsStr::new(x)).is_ok());
+        return Private::OvlWhiteout
+            .both()
+            .into_iter()
+            .any(|x| sys::getxattr(XTarget::At(dir, name), x).is_ok());
     }
     false
 }
@@ -80,9 +66,10 @@ pub fn dir_holds_xattr_whiteouts(dir: BorrowedFd<'_>) -> bool {
 /// Whether either overlay.opaque xattr of `t` starts with `value` ("y": opaque, "x":
 /// holds xattr whiteouts).
 fn overlay_opaque_is(t: XTarget<'_>, value: u8) -> bool {
-    OVL_OPAQUE_XATTRS
-        .iter()
-        .any(|x| sys::getxattr(t, OsStr::new(x)).is_ok_and(|v| v.first() == Some(&value)))
+    Private::OvlOpaque
+        .both()
+        .into_iter()
+        .any(|x| sys::getxattr(t, x).is_ok_and(|v| v.first() == Some(&value)))
 }
 
 /// Whether `dir` holds an aufs whiteout `.wh.<name>`.
@@ -102,7 +89,6 @@ pub fn dir_is_opaque(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
 
 /// Redirect of a renamed merged directory: our xattr holds its path in the lowers; the
 /// overlayfs one holds an absolute path, or a bare name within the same parent.
-pub const REDIRECT_XATTR: &str = "trusted.stratafs.redirect";
 const OVL_REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
 
 /// Where the lowers hold the contents of the upper directory `name` in `parent` (whose
@@ -114,7 +100,7 @@ pub fn dir_redirect(
 ) -> Option<OsString> {
     let t = XTarget::At(parent, name);
     // Ours: always the path from the layers' root.
-    let path: Vec<u8> = match sys::getxattr(t, OsStr::new(REDIRECT_XATTR)) {
+    let path: Vec<u8> = match sys::getxattr(t, Private::Redirect.name()) {
         Ok(v) => v,
         Err(_) => {
             let v = sys::getxattr(t, OsStr::new(OVL_REDIRECT_XATTRS[0]))
@@ -146,10 +132,10 @@ pub fn dir_redirect(
 /// (kept if it already has one: the lowers' path never changes).
 pub fn set_redirect(dir: BorrowedFd<'_>, name: &OsStr, lower_path: &OsStr) -> SysResult<()> {
     let t = XTarget::At(dir, name);
-    if sys::getxattr(t, OsStr::new(REDIRECT_XATTR)).is_ok() {
+    if sys::getxattr(t, Private::Redirect.name()).is_ok() {
         return Ok(());
     }
-    sys::setxattr(t, OsStr::new(REDIRECT_XATTR), lower_path.as_bytes(), 0)
+    sys::setxattr(t, Private::Redirect.name(), lower_path.as_bytes(), 0)
 }
 
 /// Whether the whiteout for `name` sits at `name` itself (so the object there must go
@@ -181,13 +167,13 @@ pub fn write_whiteout(
             )?;
             sys::setxattr(
                 XTarget::Fd(std::os::fd::AsFd::as_fd(&f)),
-                OsStr::new(OVL_WHITEOUT_XATTRS[0]),
+                Private::OvlWhiteout.name(),
                 b"y",
                 0,
             )?;
             // The marker overlayfs wants on a directory holding xattr whiteouts, unless
             // the directory is opaque ("y" says more than "x").
-            let marker = OsStr::new(OVL_OPAQUE_XATTRS[0]);
+            let marker = Private::OvlOpaque.name();
             if sys::getxattr(XTarget::Fd(dir), marker).is_err() {
                 sys::setxattr(XTarget::Fd(dir), marker, b"x", 0)?;
             }
@@ -270,12 +256,9 @@ pub fn mark_opaque(dir: BorrowedFd<'_>, form: WhiteoutForm) -> SysResult<()> {
                 Err(e) => Err(e),
             }
         }
-        WhiteoutForm::Overlay => sys::setxattr(
-            XTarget::Fd(dir),
-            OsStr::new("trusted.overlay.opaque"),
-            b"y",
-            0,
-        ),
+        WhiteoutForm::Overlay => {
+            sys::setxattr(XTarget::Fd(dir), Private::OvlOpaque.name(), b"y", 0)
+        }
     }
 }
 
@@ -293,15 +276,5 @@ mod tests {
             aufs_whiteout_name(OsStr::new("a b")),
             OsString::from(".wh.a b")
         );
-    }
-
-    #[test]
-    fn private_xattrs() {
-        assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
-        assert!(is_private_xattr(OsStr::new("user.overlay.whiteout")));
-        assert!(is_private_xattr(OsStr::new("trusted.stratafs.origin")));
-        assert!(is_private_xattr(OsStr::new(INO_XATTR)));
-        assert!(!is_private_xattr(OsStr::new("user.mime_type")));
-        assert!(!is_private_xattr(OsStr::new("security.capability")));
     }
 }

@@ -436,6 +436,27 @@ fn s20_bad_mount_inputs_exact_messages() {
             exact("option 'whiteout' takes aufs or overlay, not 'zfs'".into()),
         ),
         case(
+            "uidmapping not triples",
+            &format!("{ok},uidmapping=0:1000"),
+            &mnt,
+            exact(
+                "option 'uidmapping' takes ID:MAPPED_ID:LENGTH triples joined by ':', not '0:1000'"
+                    .into(),
+            ),
+        ),
+        case(
+            "gidmapping empty range",
+            &format!("{ok},gidmapping=0:1000:0"),
+            &mnt,
+            exact("option 'gidmapping': range 0:1000:0 is empty or passes the last id".into()),
+        ),
+        case(
+            "ino32_t given a value",
+            &format!("{ok},ino32_t=1"),
+            &mnt,
+            exact("unknown option 'ino32_t=1'".into()),
+        ),
+        case(
             "threads 0",
             &format!("{ok},threads=0"),
             &mnt,

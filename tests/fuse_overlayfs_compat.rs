@@ -5,6 +5,8 @@ mod common;
 use common::side::*;
 use common::*;
 
+use std::fs;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -141,4 +143,90 @@ fn squash_and_noxattrs_as_fuse_overlayfs() {
             root("cat d/f"),
         ],
     );
+}
+
+/// uidmapping/gidmapping: owners stored in the layers show through the ranges, ids callers
+/// give are stored back through them, unmapped ids show (and are stored) as the overflow
+/// id, as fuse-overlayfs does.
+#[test]
+fn uid_and_gid_mapping_as_fuse_overlayfs() {
+    let steps = [
+        root("stat -c '%n %u:%g' d d/f secret ."),
+        root("touch d/new && stat -c '%u:%g' d/new"),
+        root("chown 5003:6004 d/f && stat -c '%u:%g' d/f"),
+        root("chown 7:7 secret && stat -c '%u:%g' secret"),
+        root("mkdir d/nd && chown 5001:6001 d/nd && stat -c '%u:%g' d/nd"),
+    ];
+    same_as(
+        Fs::FuseOverlayfs,
+        layout,
+        "uidmapping=0:0:1:1000:5000:100,gidmapping=0:0:1:1000:6000:100",
+        &steps,
+    );
+}
+
+/// The ids inside POSIX ACLs are mapped as owners are (fuse-overlayfs stores them as
+/// given): what the layers hold stays in their id space.
+#[test]
+fn acl_ids_are_mapped_both_ways() {
+    let l = Layers::new(1);
+    l.put(0, "f", "x\n");
+    let _m = l.mount("uidmapping=0:0:1:1000:5000:100,gidmapping=0:0:1:1000:6000:100");
+    let run = |cmd: &str| {
+        let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let m = l.m("f");
+    run(&format!("setfacl -m u:5001:r,g:6002:rw {}", m.display()));
+    let shown = run(&format!("getfacl -n --omit-header {}", m.display()));
+    assert!(
+        shown.contains("user:5001:r--") && shown.contains("group:6002:rw-"),
+        "{shown}"
+    );
+    let stored = run(&format!("getfacl -n --omit-header {}", l.up("f").display()));
+    assert!(
+        stored.contains("user:1001:r--") && stored.contains("group:1002:rw-"),
+        "{stored}"
+    );
+}
+
+/// `ino32_t`: inode numbers keep their low 32 bits (a lower on another filesystem than the
+/// upper composes numbers above 2^32 otherwise).
+#[test]
+fn ino32_t_keeps_inode_numbers_in_32_bits() {
+    let l = Layers::new(1);
+    let other = l.root().join("tmpfs");
+    let _t = mount_tmpfs(&other, "4m");
+    fs::write(other.join("t"), "t\n").unwrap();
+    let opts = format!(
+        "{},lowerdir={}:{}",
+        l.opts(),
+        other.display(),
+        l.lowers[0].display()
+    );
+    let ino = |extra: &str| {
+        let m = Mount::new(&format!("{opts}{extra}"), &l.mnt);
+        let st = fs::metadata(l.m("t")).unwrap().ino();
+        let listed = fs::read_dir(&l.mnt)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name() == "t")
+            .map(|e| e.ino())
+            .unwrap();
+        drop(m);
+        wait_daemons_gone(&l.mnt);
+        (st, listed)
+    };
+    let (wide, wide_listed) = ino("");
+    assert!(
+        wide > u32::MAX as u64,
+        "expected a composed number, got {wide}"
+    );
+    assert_eq!(wide, wide_listed);
+    assert_eq!(ino(",ino32_t"), (wide & 0xffff_ffff, wide & 0xffff_ffff));
 }

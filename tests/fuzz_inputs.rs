@@ -1,6 +1,6 @@
 //! Stable-Rust fuzzing of the two input parsers (issue 6), for machines without a nightly
 //! toolchain (fuzz/ holds the cargo-fuzz targets for the same properties):
-//! - the `-o` parser (`MountOptions::apply`, compiled here from src/options.rs): seeded
+//! - the `-o` parser (`MountOptions::apply`, from the library): seeded
 //!   random option strings, grammar-based and mutated, never panic; errors are one line;
 //!   parsing is deterministic; escaped paths round-trip exactly;
 //! - the layer-tar importer (`stratafs import`, the real binary): seeded random archives
@@ -16,16 +16,12 @@
 mod common;
 use common::*;
 
-#[allow(dead_code)]
-#[path = "../src/options.rs"]
-mod options;
-
-use options::MountOptions;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use stratafs::options::MountOptions;
 
 struct Rng(u64);
 

@@ -25,6 +25,7 @@ use tar::EntryType;
 use super::layerdir::{self, Child, ChildKind, Reading, WhiteoutOnDisk};
 use super::tarwrite::{EntryMeta, TarWriter};
 use super::{is_init_layer_file, ToolError, ToolResult, UpperForm};
+use crate::private_xattrs::Private;
 use crate::sys::{self, Stat};
 use crate::whiteout::{self, OPAQUE_NAME};
 
@@ -203,12 +204,7 @@ impl<W: Write> Committer<W> {
         match fmt {
             libc::S_IFREG => {
                 // A metadata-only copy (mounted with metacopy=on) has its data in a lower.
-                if sys::getxattr(
-                    sys::XTarget::At(dir, &child.name),
-                    std::ffi::OsStr::new(crate::whiteout::METACOPY_XATTR),
-                )
-                .is_ok()
-                {
+                if has_any_xattr(dir, &child.name, Private::Metacopy) {
                     return Err(ToolError(format!(
                         "'{}' is a metadata-only copy (metacopy=on) whose data is in a lower: \
                          open it for writing through a mount to complete it, then commit",
@@ -224,12 +220,7 @@ impl<W: Write> Committer<W> {
             }
             libc::S_IFDIR => {
                 // A renamed merged dir (redirect_dir=on) finds its contents in the lowers.
-                if sys::getxattr(
-                    sys::XTarget::At(dir, &child.name),
-                    std::ffi::OsStr::new(crate::whiteout::REDIRECT_XATTR),
-                )
-                .is_ok()
-                {
+                if has_any_xattr(dir, &child.name, Private::Redirect) {
                     return Err(ToolError(format!(
                         "'{}' is a renamed directory whose contents are in a lower \
                          (redirect_dir=on): a layer tar cannot express it",
@@ -356,4 +347,12 @@ pub fn run(upper: &Path, output: &Path, gzip: bool, form: UpperForm) -> ToolResu
     guard.0 = None;
     println!("sha256:{digest}");
     Ok(())
+}
+
+/// Whether `name` in `dir` carries the private xattr `p` under either namespace (an upper
+/// written by a mount of root or of a plain user).
+fn has_any_xattr(dir: BorrowedFd<'_>, name: &OsStr, p: Private) -> bool {
+    p.both()
+        .into_iter()
+        .any(|x| sys::getxattr(sys::XTarget::At(dir, name), x).is_ok())
 }

@@ -179,7 +179,7 @@ pub fn public_xattrs(
     };
     let mut out = Vec::new();
     for n in names {
-        if whiteout::is_private_xattr(&n) {
+        if crate::private_xattrs::is_private(&n) {
             continue;
         }
         match sys::getxattr(target, &n) {

@@ -263,8 +263,10 @@ fn print_stats(mountpoint: &std::path::Path) -> ToolResult<()> {
     use crate::sys::{self, Errno, XTarget};
     let dir = sys::open_dir_path(mountpoint)
         .map_err(|e| ToolError(format!("'{}': {e}", mountpoint.display())))?;
-    let name = std::ffi::OsStr::new(crate::stats::STATS_XATTR);
-    match sys::getxattr(XTarget::Fd(std::os::fd::AsFd::as_fd(&dir)), name) {
+    // trusted.* from a mount by root, user.* from a plain user's.
+    let [trusted, user] = crate::private_xattrs::Private::Stats.both();
+    let target = XTarget::Fd(std::os::fd::AsFd::as_fd(&dir));
+    match sys::getxattr(target, trusted).or_else(|_| sys::getxattr(target, user)) {
         Ok(report) => {
             print!("{}", String::from_utf8_lossy(&report));
             Ok(())

@@ -2,7 +2,7 @@
 //! upper. The copy is built in the workdir and renamed into place, so a crash leaves the
 //! old view or the whole new object. Data is reflinked where the filesystem can, else
 //! copied extent by extent so holes stay holes; an O_TRUNC open copies no data. The copy
-//! records the object's inode number (`whiteout::INO_XATTR`), which it keeps for good.
+//! records the object's inode number (`Private::Ino`), which it keeps for good.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::inodes::Node;
 use super::protect::{self, Protection};
 use super::{DirView, Resolved, Union};
+use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
-use crate::whiteout;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -100,7 +100,7 @@ pub(super) fn copy_xattrs(src: XTarget<'_>, dst: XTarget<'_>) -> SysResult<()> {
         Err(e) => return Err(e),
     };
     for n in names {
-        if whiteout::is_private_xattr(&n) {
+        if crate::private_xattrs::is_private(&n) {
             continue;
         }
         let v = match sys::getxattr(src, &n) {
@@ -135,13 +135,13 @@ fn copy_carried_flags(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
 fn record_number(t: XTarget<'_>, number: u64) {
     if super::inodes::is_stable_number(number) {
         let v = number.to_string();
-        let _ = sys::setxattr(t, OsStr::new(whiteout::INO_XATTR), v.as_bytes(), 0);
+        let _ = sys::setxattr(t, Private::Ino.name(), v.as_bytes(), 0);
     }
 }
 
 /// The inode number recorded on the upper object `name` in `dir` by its copy-up.
 pub(super) fn recorded_number(dir: BorrowedFd<'_>, name: &OsStr) -> Option<u64> {
-    let v = sys::getxattr(XTarget::At(dir, name), OsStr::new(whiteout::INO_XATTR)).ok()?;
+    let v = sys::getxattr(XTarget::At(dir, name), Private::Ino.name()).ok()?;
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -345,7 +345,7 @@ impl Union {
                         sys::ftruncate(dfd.as_fd(), st.st_size as u64)?;
                         sys::setxattr(
                             XTarget::Fd(dfd.as_fd()),
-                            OsStr::new(crate::whiteout::METACOPY_XATTR),
+                            Private::Metacopy.name(),
                             &super::metacopy::encode_origin(src, src_path),
                             0,
                         )?;

@@ -14,7 +14,6 @@ use super::copyup::CopyMode;
 use super::protect::Change;
 use super::{Attr, Caller, Union};
 use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};
-use crate::whiteout;
 
 pub struct OpenFile {
     pub ino: u64,
@@ -75,7 +74,7 @@ impl Handles {
         self.map.get(&fh).map(|f| f.clone()).ok_or(Errno::EBADF)
     }
     /// How many files are open.
-    pub fn len(&self) -> usize {
+    pub fn open_count(&self) -> usize {
         self.map.len()
     }
 
@@ -420,7 +419,7 @@ impl Union {
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
-        if whiteout::is_private_xattr(name) {
+        if crate::private_xattrs::is_private(name) {
             return Err(Errno::ENODATA);
         }
         self.with_xtarget(ino, |t| sys::getxattr(t, name))
@@ -430,7 +429,7 @@ impl Union {
     /// with CAP_SYS_ADMIN, as every kernel filesystem lists them.
     pub fn listxattr(&self, caller: Caller, ino: u64) -> SysResult<Vec<OsString>> {
         let mut names = self.with_xtarget(ino, sys::listxattr)?;
-        names.retain(|n| !whiteout::is_private_xattr(n));
+        names.retain(|n| !crate::private_xattrs::is_private(n));
         let is_trusted = |n: &OsString| n.as_bytes().starts_with(b"trusted.");
         // The capability is looked up only when there is something to hide.
         if names.iter().any(is_trusted) && !caller.is_admin() {
@@ -446,7 +445,7 @@ impl Union {
         name: &OsStr,
         value: Option<(&[u8], i32)>,
     ) -> SysResult<()> {
-        if whiteout::is_private_xattr(name) {
+        if crate::private_xattrs::is_private(name) {
             return Err(if value.is_some() {
                 Errno::EPERM
             } else {

@@ -12,7 +12,7 @@
 //!   layer on one filesystem (index 0) this is the real inode number itself.
 //! - an upper copy keeps the number of the object it was copied up from, as overlayfs's
 //!   copies keep their origin's: copy-up writes it into the private xattr
-//!   `whiteout::INO_XATTR` while the copy is still in the workdir (no copy is published
+//!   `Private::Ino` while the copy is still in the workdir (no copy is published
 //!   without it), and the first lookup of an upper object that carries it uses it.
 //!
 //! The layers are the same at the next mount, so the same numbers come out. Uniqueness
@@ -221,7 +221,7 @@ impl InodeTable {
     }
 
     /// How many objects the kernel holds.
-    pub fn len(&self) -> usize {
+    pub fn live_count(&self) -> usize {
         self.live.load(Ordering::Relaxed) as usize
     }
 

@@ -12,7 +12,7 @@ use super::inodes::Node;
 use super::Union;
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 
-use crate::whiteout::METACOPY_XATTR;
+use crate::private_xattrs::Private;
 
 /// In the workdir: this upper has held metadata-only copies.
 pub const METACOPY_MARKER: &str = "stratafs.metacopy";
@@ -48,7 +48,7 @@ impl Union {
             return None;
         }
         let (dir, name) = self.parent_fd(0, path).ok()?;
-        let v = sys::getxattr(XTarget::At(dir.as_fd(), name), OsStr::new(METACOPY_XATTR)).ok()?;
+        let v = sys::getxattr(XTarget::At(dir.as_fd(), name), Private::Metacopy.name()).ok()?;
         decode_origin(&v).filter(|(l, _)| *l > 0 && *l < self.layers.layers.len())
     }
 
@@ -109,7 +109,7 @@ impl Union {
                 sys::fsync(dst.as_fd(), false)?;
             }
         }
-        match sys::removexattr(XTarget::At(udir.as_fd(), name), OsStr::new(METACOPY_XATTR)) {
+        match sys::removexattr(XTarget::At(udir.as_fd(), name), Private::Metacopy.name()) {
             Ok(()) | Err(Errno::ENODATA) => {}
             Err(e) => return Err(e),
         }

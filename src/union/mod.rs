@@ -248,8 +248,8 @@ impl Union {
                 self.copyups.load(Relaxed),
                 self.copied_bytes.load(Relaxed) >> 10
             ),
-            format!("open files: {}", self.files.len()),
-            format!("objects the kernel holds: {}", self.inodes.len()),
+            format!("open files: {}", self.files.open_count()),
+            format!("objects the kernel holds: {}", self.inodes.live_count()),
             format!("memory: RSS {}, peak {}", field("VmRSS:"), field("VmHWM:")),
         ]
     }

@@ -10,7 +10,7 @@
 //!   no xattr change, link, unlink or rename; a directory takes new entries but loses none.
 //!
 //! Where the flags live: on a lower or init object, its real flags. On an upper object,
-//! the two protections are kept in the private xattr `trusted.stratafs.protattr` ("i",
+//! the two protections are kept in the private xattr `Private::Protattr` ("i",
 //! "a") and never set on the real file, as overlayfs keeps its `overlay.protattr`: an
 //! immutable upper directory must still take the copy-ups of its children, and an upper
 //! copy must still take the union's own xattrs and hard links. Copy-up carries both
@@ -21,9 +21,8 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::copyup::CopyMode;
 use super::{DirView, Resolved, Union};
+use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, FsXattr, SysResult, XTarget};
-
-pub const PROTATTR_XATTR: &str = "trusted.stratafs.protattr";
 
 /// The immutable and append-only bits of FS_IOC_GETFLAGS, and of fsxattr.fsx_xflags.
 const FLAGS: (u32, u32) = (sys::FS_IMMUTABLE_FL, sys::FS_APPEND_FL);
@@ -123,14 +122,14 @@ impl Protection {
 
 /// The protections the private xattr of an upper object records.
 fn recorded(t: XTarget<'_>) -> Protection {
-    sys::getxattr(t, OsStr::new(PROTATTR_XATTR))
+    sys::getxattr(t, Private::Protattr.name())
         .map(|v| Protection::from_xattr(&v))
         .unwrap_or_default()
 }
 
 /// Records `p` in the private xattr of an upper object (removes it when empty).
 pub(super) fn record(t: XTarget<'_>, p: Protection) -> SysResult<()> {
-    let name = OsStr::new(PROTATTR_XATTR);
+    let name = Private::Protattr.name();
     if p.any() {
         sys::setxattr(t, name, &p.to_xattr(), 0)
     } else {

@@ -734,7 +734,11 @@ pub fn spawn_foreground(opts: &str, mnt: &Path) -> std::process::Child {
 
 /// Pids of live stratafs daemons whose command line ends with the mountpoint `mnt`.
 pub fn daemons_for(mnt: &Path) -> Vec<u32> {
-    let bin = bin();
+    daemons_of(&bin(), mnt)
+}
+
+/// Pids of live processes of the program `bin` whose command line ends with `mnt`.
+pub fn daemons_of(bin: &Path, mnt: &Path) -> Vec<u32> {
     let (bin, want) = (bin.as_os_str().as_bytes(), mnt.as_os_str().as_bytes());
     let mut pids = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
