@@ -9,14 +9,16 @@
 #                on the example unit and fstab in fixtures/ (no systemd as PID 1 needed)
 #   e2fsprogs    mkfs.ext4 for the power-cut test in tests/crash.rs (a loop-mounted image)
 #   python3 tar  independent readers of the layer tars in tests/layertool.rs
-#   debootstrap podman runc conmon fuse-overlayfs
+#   debootstrap podman runc conmon fuse-overlayfs buildah uidmap passwd
 #                the real clients of tests/clients.rs (apt/dpkg in a chroot, podman with
-#                stratafs as mount program; fuse-overlayfs only for the side-by-side timings)
+#                stratafs as mount program, rootless podman and buildah: uidmap holds
+#                newuidmap/newgidmap, passwd useradd; fuse-overlayfs only for the
+#                side-by-side timings)
 # Usage: scripts/deps.sh               apt-get update && apt-get install -y (CI)
 #        scripts/deps.sh --if-missing  only when one of them is not installed yet
 set -euo pipefail
 
-pkgs=(fuse3 attr acl libacl1-dev util-linux systemd e2fsprogs python3 tar debootstrap podman runc conmon fuse-overlayfs)
+pkgs=(fuse3 attr acl libacl1-dev util-linux systemd e2fsprogs python3 tar debootstrap podman runc conmon fuse-overlayfs buildah uidmap passwd)
 command -v cc >/dev/null || pkgs+=(gcc libc6-dev)   # linker for cargo, if the image lacks it
 
 if [ "${1:-}" = --if-missing ]; then

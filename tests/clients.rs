@@ -5,7 +5,10 @@
 //!   debsums clean, again after a remount);
 //! - `podman`: podman with `overlay.mount_program=stratafs` (import, run, build of a
 //!   Containerfile that changes lower files and dirs, diff, commit, and checks of every
-//!   change from inside containers of the results).
+//!   change from inside containers of the results);
+//! - `rootless`: the same engines run by a plain user with subordinate ids (podman and
+//!   buildah, mount_program in the user's storage.conf with `nodev,fsync=0`), the user
+//!   made by the script and removed at its end.
 //!
 //! Each script runs the same scenario on kernel overlayfs and fuse-overlayfs too and prints
 //! the timings side by side; this test streams the script's output to the terminal (past
@@ -186,4 +189,13 @@ fn apt_dpkg_in_a_chroot() {
 #[test]
 fn podman_with_stratafs_as_mount_program() {
     check("podman");
+}
+
+/// Rootless podman and buildah (a plain user with subordinate ids) with mount_program =
+/// stratafs and mountopt nodev,fsync=0 in the user's storage.conf: import, run, a build
+/// that installs a .deb with dpkg and files of several owners, buildah from/run/commit,
+/// diff and commit, the committed tree (owners included) equal to the kernel driver's.
+#[test]
+fn rootless_podman_and_buildah_with_stratafs() {
+    check("rootless");
 }
