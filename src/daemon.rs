@@ -292,6 +292,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         redirect_dir: o.redirect_dir,
         acls: o.acls(),
         static_nlink: o.static_nlink,
+        xattr_permissions: o.xattr_permissions,
     };
     let union = match Union::new(layers, behaviour) {
         Ok(u) => Arc::new(u),

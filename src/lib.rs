@@ -18,6 +18,7 @@ pub mod layertool;
 pub mod logging;
 pub mod mount_helper;
 pub mod options;
+pub mod override_stat;
 pub mod private_xattrs;
 pub mod stats;
 #[allow(unsafe_code)]

@@ -62,6 +62,8 @@ pub struct MountOptions {
     pub gid_ranges: Vec<IdRange>,
     /// fuse-overlayfs' `ino32_t`: st_ino and d_ino keep their low 32 bits.
     pub ino32: bool,
+    /// fuse-overlayfs' `xattr_permissions=0|1|2` (`override_stat`).
+    pub xattr_permissions: u8,
     /// fuse-overlayfs' squash_to_uid=/squash_to_gid= (squash_to_root: 0, lower precedence).
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
@@ -152,6 +154,7 @@ impl Default for MountOptions {
             uid_ranges: Vec::new(),
             gid_ranges: Vec::new(),
             ino32: false,
+            xattr_permissions: 0,
             squash_uid: None,
             squash_gid: None,
             xattrs: true,
@@ -380,6 +383,26 @@ impl MountOptions {
                 "uidmapping" => self.uid_ranges = parse_ranges(&key, &need(&val)?)?,
                 "gidmapping" => self.gid_ranges = parse_ranges(&key, &need(&val)?)?,
                 "ino32_t" if val.is_none() => self.ino32 = true,
+                "xattr_permissions" => {
+                    let v = need(&val)?;
+                    self.xattr_permissions = match v.as_str() {
+                        "0" => 0,
+                        "1" => 1,
+                        "2" => 2,
+                        _ => {
+                            return Err(format!(
+                                "option 'xattr_permissions' takes 0, 1 or 2, not '{v}'"
+                            ))
+                        }
+                    };
+                }
+                // overlayfs' and fuse-overlayfs' inode number scheme: stratafs always
+                // composes numbers as xino does (unique in the mount, S13), so every value
+                // means the same here.
+                "xino" => match need(&val)?.as_str() {
+                    "off" | "auto" | "on" => {}
+                    v => return Err(format!("option 'xino' takes off, auto or on, not '{v}'")),
+                },
                 "threaded" => {
                     // threaded=0: one worker; threaded=1: our default count.
                     self.threads = (!parse_bool("threaded", &need(&val)?)?).then_some(1);

@@ -451,6 +451,18 @@ fn s20_bad_mount_inputs_exact_messages() {
             exact("option 'gidmapping': range 0:1000:0 is empty or passes the last id".into()),
         ),
         case(
+            "xattr_permissions 3",
+            &format!("{ok},xattr_permissions=3"),
+            &mnt,
+            exact("option 'xattr_permissions' takes 0, 1 or 2, not '3'".into()),
+        ),
+        case(
+            "xino value",
+            &format!("{ok},xino=maybe"),
+            &mnt,
+            exact("option 'xino' takes off, auto or on, not 'maybe'".into()),
+        ),
+        case(
             "ino32_t given a value",
             &format!("{ok},ino32_t=1"),
             &mnt,

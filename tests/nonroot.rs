@@ -363,3 +363,27 @@ fn mapping_and_squash_for_a_plain_user() {
         u.wait_daemon_gone();
     }
 }
+
+/// xattr_permissions=2 for a user without subordinate ids: a file of another owner is
+/// copied up with that owner kept in the override (fuse-overlayfs 1.10 answers EPERM).
+#[test]
+fn xattr_permissions_let_a_user_copy_up_files_of_other_owners() {
+    let u = UserLayers::new();
+    u.l.put(0, "theirs", "x\n");
+    chmod(&u.l.lower(0, "theirs"), 0o666);
+    u.l.mkdir(0, "theirdir");
+    chmod(&u.l.lower(0, "theirdir"), 0o777); // both owned by root
+    let _m = u.mount("xattr_permissions=2");
+    let out = sh_as(
+        USER,
+        &u.l.mnt,
+        "echo more >> theirs && touch theirdir/mine && \
+         stat -c '%n %u:%g %a' theirs theirdir theirdir/mine && cat theirs",
+    );
+    assert_eq!(
+        out,
+        "theirs 0:0 666\ntheirdir 0:0 777\ntheirdir/mine 65534:65534 644\nx\nmore\n"
+    );
+    let real = fs::metadata(u.l.up("theirs")).unwrap();
+    assert_eq!(real.uid(), USER, "the real copy is the user's");
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::inodes::Node;
 use super::protect::{self, Protection};
 use super::{DirView, Resolved, Union};
+use crate::override_stat::OverrideStat;
 use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
 
@@ -367,14 +368,29 @@ impl Union {
                 }
                 _ => sys::mknodat(work, &tmp, kind | 0o600, st.st_rdev)?,
             }
-            sys::fchownat(work, &tmp, st.st_uid, st.st_gid)?;
+            // Without the privilege to chown, the owner goes into an override where the
+            // mount writes them (after the source's xattrs, which may hold one already).
+            let owner_in_override = match sys::fchownat(work, &tmp, st.st_uid, st.st_gid) {
+                Ok(()) => false,
+                Err(Errno::EPERM) => true,
+                Err(e) => return Err(e),
+            };
             copy_xattrs(XTarget::At(sdir, sname), XTarget::At(work, &tmp))?;
+            if owner_in_override {
+                let shown = OverrideStat::of(&st);
+                self.owner_into_override(XTarget::At(work, &tmp), kind, shown)?;
+            }
             record_number(XTarget::At(work, &tmp), number);
             if protection.any() {
                 protect::record(XTarget::At(work, &tmp), protection)?;
             }
             if kind != libc::S_IFLNK {
-                sys::fchmodat(work, &tmp, perm)?;
+                let real = if owner_in_override {
+                    super::overrides::real_perm(kind, perm)
+                } else {
+                    perm
+                };
+                sys::fchmodat(work, &tmp, real)?;
             }
             sys::utimensat(
                 work,

@@ -352,17 +352,27 @@ impl Union {
             // under FUSE_HANDLE_KILLPRIV_V2). A chown to the same owner does exactly that.
             sys::fchownat(d, name, u32::MAX, u32::MAX)?;
         }
-        if ch.uid.is_some() || ch.gid.is_some() {
-            sys::fchownat(
-                d,
-                name,
-                ch.uid.unwrap_or(u32::MAX),
-                ch.gid.unwrap_or(u32::MAX),
-            )?;
-        }
-        if let Some(mode) = ch.mode {
-            if s.kind != libc::S_IFLNK {
-                sys::fchmodat(d, name, mode & 0o7777)?;
+        let mode = ch.mode.filter(|_| s.kind != libc::S_IFLNK);
+        let overridden = if ch.uid.is_some() || ch.gid.is_some() || mode.is_some() {
+            let real = sys::fstatat(d, name)?;
+            self.write_override(XTarget::At(d, name), &real, ch.uid, ch.gid, mode)
+        } else {
+            None
+        };
+        match overridden {
+            Some(written) => written?,
+            None => {
+                if ch.uid.is_some() || ch.gid.is_some() {
+                    sys::fchownat(
+                        d,
+                        name,
+                        ch.uid.unwrap_or(u32::MAX),
+                        ch.gid.unwrap_or(u32::MAX),
+                    )?;
+                }
+                if let Some(mode) = mode {
+                    sys::fchmodat(d, name, mode & 0o7777)?;
+                }
             }
         }
         if ch.atime.is_some() || ch.mtime.is_some() {
@@ -404,7 +414,7 @@ impl Union {
         self.xtarget_at(layer, &path, f)
     }
 
-    fn xtarget_at<T>(
+    pub(super) fn xtarget_at<T>(
         &self,
         layer: usize,
         path: &OsStr,
@@ -419,7 +429,7 @@ impl Union {
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
-        if crate::private_xattrs::is_private(name) {
+        if self.is_hidden_xattr(name) {
             return Err(Errno::ENODATA);
         }
         self.with_xtarget(ino, |t| sys::getxattr(t, name))
@@ -429,7 +439,7 @@ impl Union {
     /// with CAP_SYS_ADMIN, as every kernel filesystem lists them.
     pub fn listxattr(&self, caller: Caller, ino: u64) -> SysResult<Vec<OsString>> {
         let mut names = self.with_xtarget(ino, sys::listxattr)?;
-        names.retain(|n| !crate::private_xattrs::is_private(n));
+        names.retain(|n| !self.is_hidden_xattr(n));
         let is_trusted = |n: &OsString| n.as_bytes().starts_with(b"trusted.");
         // The capability is looked up only when there is something to hide.
         if names.iter().any(is_trusted) && !caller.is_admin() {
@@ -445,7 +455,7 @@ impl Union {
         name: &OsStr,
         value: Option<(&[u8], i32)>,
     ) -> SysResult<()> {
-        if crate::private_xattrs::is_private(name) {
+        if self.is_hidden_xattr(name) {
             return Err(if value.is_some() {
                 Errno::EPERM
             } else {
@@ -464,6 +474,12 @@ impl Union {
             Some((v, flags)) => sys::setxattr(t, name, v, flags),
             None => sys::removexattr(t, name),
         })
+    }
+
+    /// Xattrs the merged view never shows: the union's own (S8), and the override xattrs
+    /// where the mount reads them.
+    fn is_hidden_xattr(&self, name: &OsStr) -> bool {
+        crate::private_xattrs::is_private(name) || self.is_override_name(name)
     }
 
     /// access(2) for mounts without default_permissions: the mode bits of the merged view.

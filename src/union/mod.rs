@@ -14,6 +14,7 @@ pub mod inodes;
 pub mod listing;
 pub mod metacopy;
 pub mod namespace;
+mod overrides;
 pub mod protect;
 
 use std::ffi::{OsStr, OsString};
@@ -52,6 +53,8 @@ pub struct Behaviour {
     pub acls: bool,
     /// `-o static_nlink` (fuse-overlayfs): every directory reports st_nlink 1.
     pub static_nlink: bool,
+    /// `-o xattr_permissions=1|2` (fuse-overlayfs): owners and modes kept in an xattr.
+    pub xattr_permissions: u8,
 }
 
 impl Behaviour {
@@ -145,6 +148,8 @@ pub struct Union {
     pub behaviour: Behaviour,
     /// The workdir's marker: this upper has held metadata-only copies.
     metacopy_marker: std::sync::atomic::AtomicBool,
+    /// Owners and modes kept in xattrs (`overrides`).
+    overrides: overrides::Overrides,
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
     ns: RwLock<()>,
@@ -214,7 +219,9 @@ impl Union {
             sys::fstatat(w.as_fd(), OsStr::new(metacopy::METACOPY_MARKER)).is_ok()
         });
         inodes.alias_identity(root_st.st_dev, root_st.st_ino, ROOT_INO);
+        let overrides = overrides::Overrides::set_up(behaviour.xattr_permissions, &layers)?;
         Ok(Union {
+            overrides,
             layers,
             inodes,
             files: files::Handles::default(),
@@ -662,6 +669,11 @@ impl Union {
         );
         let mut st = r.st;
         self.metacopy_blocks(&mut st, &r.data);
+        if self.is_upper(r.layer) {
+            self.show_override_at(r.layer, &join(dir, name), &mut st);
+        } else {
+            self.show_override_at(r.layer, &r.lower_path, &mut st);
+        }
         Attr {
             nodeid,
             ..self.attr_from(number, st, &r.dir_layers)
@@ -738,6 +750,7 @@ impl Union {
                 if node.state.lock().unlinked {
                     st.st_nlink = 0;
                 }
+                self.show_override(sys::XTarget::Fd(fd.as_fd()), &mut st);
                 Ok(self.attr_from(ino, st, &[]))
             }
             r => r,
@@ -751,6 +764,7 @@ impl Union {
             None => self.stat_in(layer, &path)?,
         };
         self.metacopy_blocks(&mut st, &s.data);
+        self.show_override_at(layer, &path, &mut st);
         Ok(self.attr_from(node.ino, st, &s.dir_layers))
     }
 

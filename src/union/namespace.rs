@@ -9,10 +9,12 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::overrides;
 use super::protect::Change;
 use super::{check_name, Attr, Caller, DirView, Union};
 use crate::acl::{self, Acl};
 use crate::options::WhiteoutForm;
+use crate::override_stat::OverrideStat;
 use crate::sys::{self, Errno, SysResult, XTarget};
 use crate::whiteout;
 
@@ -133,12 +135,32 @@ impl Union {
         }
         t.clear_whiteout_at_name(name)?;
         let mut file = None;
+        let fmt = match kind {
+            NewKind::Dir => libc::S_IFDIR,
+            NewKind::File(_) => libc::S_IFREG,
+            _ => 0,
+        };
         let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
-            sys::fchownat(at, n, caller.uid, gid)?;
+            let target = XTarget::At(at, n);
+            // A mount that may not give objects other owners keeps the owner (and the
+            // mode) in an override, where it writes them (xattr_permissions).
+            let in_override = match sys::fchownat(at, n, caller.uid, gid) {
+                Ok(()) => false,
+                Err(Errno::EPERM) if !is_link => {
+                    let shown = OverrideStat {
+                        uid: caller.uid,
+                        gid,
+                        perm,
+                        kind: None,
+                    };
+                    self.owner_into_override(target, fmt, shown)?;
+                    true
+                }
+                Err(e) => return Err(e),
+            };
             if is_link {
                 return Ok(());
             }
-            let target = XTarget::At(at, n);
             if let Some(a) = &access_acl {
                 sys::setxattr(target, OsStr::new(acl::ACCESS_XATTR), &a.to_bytes(), 0)?;
             }
@@ -150,7 +172,12 @@ impl Union {
                     0,
                 )?;
             }
-            sys::fchmodat(at, n, perm)
+            let real = if in_override {
+                overrides::real_perm(fmt, perm)
+            } else {
+                perm
+            };
+            sys::fchmodat(at, n, real)
         };
         match kind {
             NewKind::File(flags) => {
