@@ -12,8 +12,8 @@ use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx, ReplyWrite, ReplyXattr, Request,
+    StatxAttr, TimeOrNow, WriteFlags,
 };
 
 use crate::idmap::IdMaps;
@@ -227,6 +227,42 @@ impl StrataFs {
         }
     }
 
+    /// Answers a create (or O_TMPFILE) with the new object and its open file, in
+    /// passthrough where the kernel allows it.
+    fn created(&self, reply: ReplyCreate, a: Attr, fd: std::os::fd::OwnedFd) {
+        let fh = self.union.adopt_open(a.ino(), fd);
+        let file = match self.union.files.get(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let attr = self.fattr(&a);
+        let backing = match self
+            .io
+            .open(a.nodeid, fh, true, true, file.fd().as_fd(), |fd| {
+                reply.open_backing(fd)
+            }) {
+            OpenMode::Passthrough(b) => Some(b),
+            OpenMode::Cached { .. } => None,
+            OpenMode::Stale => {
+                // A new object's kernel inode has no open files, so this cannot happen;
+                // answered as a failed open all the same (and the entry's lookup is not
+                // the kernel's then).
+                self.union.release(fh);
+                self.union.forget(a.nodeid, 1);
+                return reply.error(FErrno::from_i32(libc::EIO));
+            }
+        };
+        reply.created_for_node(
+            INodeNo(a.nodeid),
+            &self.cfg.ttl,
+            &attr,
+            Generation(0),
+            FileHandle(fh),
+            FopenFlags::empty(),
+            backing.as_deref(),
+        );
+    }
+
     /// The object number of the kernel's node id (see union::inodes).
     fn num(&self, id: INodeNo) -> u64 {
         self.union.number_of_node(id.0)
@@ -363,6 +399,45 @@ impl Filesystem for StrataFs {
             .setattr(self.caller(req), self.num(ino), fh.map(|f| f.0), ch)
         {
             Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Option<FileHandle>,
+        _flags: u32,
+        _mask: u32,
+        reply: ReplyStatx,
+    ) {
+        let _timing = self.stats.time(Op::Getattr);
+        match self.union.statx(self.num(ino)) {
+            Ok((a, extra)) => {
+                let (btime, with_btime) = match extra.btime {
+                    Some((s, ns)) => (systime(s, ns as i64), libc::STATX_BTIME),
+                    None => (UNIX_EPOCH, 0),
+                };
+                let shown = self.fattr(&a);
+                let dev_node = matches!(shown.kind, FileType::CharDevice | FileType::BlockDevice);
+                let rdev = if dev_node {
+                    (libc::major(a.st.st_rdev), libc::minor(a.st.st_rdev))
+                } else {
+                    (0, 0)
+                };
+                reply.statx(
+                    &self.cfg.ttl,
+                    &StatxAttr {
+                        attr: shown,
+                        mask: libc::STATX_BASIC_STATS | with_btime,
+                        btime,
+                        attributes: extra.attributes,
+                        attributes_mask: extra.attributes_mask,
+                        rdev,
+                    },
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -831,41 +906,27 @@ impl Filesystem for StrataFs {
             umask,
         );
         match r {
-            Ok((a, Some(fd))) => {
-                let fh = self.union.adopt_open(a.ino(), fd);
-                let file = match self.union.files.get(fh) {
-                    Ok(f) => f,
-                    Err(e) => return reply.error(errno(e)),
-                };
-                let attr = self.fattr(&a);
-                let backing =
-                    match self
-                        .io
-                        .open(a.nodeid, fh, true, true, file.fd().as_fd(), |fd| {
-                            reply.open_backing(fd)
-                        }) {
-                        OpenMode::Passthrough(b) => Some(b),
-                        OpenMode::Cached { .. } => None,
-                        OpenMode::Stale => {
-                            // A new object's kernel inode has no open files, so this cannot
-                            // happen; answered as a failed open all the same (and the
-                            // entry's lookup is not the kernel's then).
-                            self.union.release(fh);
-                            self.union.forget(a.nodeid, 1);
-                            return reply.error(FErrno::from_i32(libc::EIO));
-                        }
-                    };
-                reply.created_for_node(
-                    INodeNo(a.nodeid),
-                    &self.cfg.ttl,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                    backing.as_deref(),
-                );
-            }
+            Ok((a, Some(fd))) => self.created(reply, a, fd),
             Ok((_, None)) => reply.error(FErrno::from_i32(libc::EIO)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let _timing = self.stats.time(Op::Create);
+        match self
+            .union
+            .tmpfile(self.caller(req), self.num(parent), mode, umask, flags)
+        {
+            Ok((a, fd)) => self.created(reply, a, fd),
             Err(e) => reply.error(errno(e)),
         }
     }

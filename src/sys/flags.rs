@@ -74,10 +74,31 @@ impl FsXattr {
     }
 }
 
+/// What statx(2) tells beyond stat: birth time and the STATX_ATTR_* flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatxExtra {
+    /// (seconds, nanoseconds), where the filesystem keeps it.
+    pub btime: Option<(i64, u32)>,
+    /// The attributes set, limited to those the filesystem reports.
+    pub attributes: u64,
+    /// The attributes the filesystem reports.
+    pub attributes_mask: u64,
+}
+
 /// The statx attributes (STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND, ...) of an entry of
 /// `dir` ("" for `dir` itself), limited to those its filesystem reports. Never follows a
 /// final symlink and needs no open descriptor of the object.
 pub fn attributes_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<u64> {
+    statx_at(dir, name, 0).map(|x| x.attributes)
+}
+
+/// Birth time (asked for when `btime`) and attributes of an entry of `dir` ("" for `dir`
+/// itself), without following a final symlink.
+pub fn statx_extra_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<StatxExtra> {
+    statx_at(dir, name, libc::STATX_BTIME)
+}
+
+fn statx_at(dir: BorrowedFd<'_>, name: &OsStr, mask: u32) -> SysResult<StatxExtra> {
     let (c, flags) = if name.is_empty() {
         (
             CString::default(),
@@ -94,11 +115,17 @@ pub fn attributes_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<u64> {
             dir.as_raw_fd(),
             c.as_ptr(),
             flags | libc::AT_STATX_DONT_SYNC,
-            0,
+            mask,
             &mut stx,
         )
     })?;
-    Ok(stx.stx_attributes & stx.stx_attributes_mask)
+    let btime = (stx.stx_mask & libc::STATX_BTIME != 0)
+        .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec));
+    Ok(StatxExtra {
+        btime,
+        attributes: stx.stx_attributes & stx.stx_attributes_mask,
+        attributes_mask: stx.stx_attributes_mask,
+    })
 }
 
 /// FS_IOC_GETFLAGS on an open (not O_PATH) descriptor.

@@ -345,6 +345,27 @@ impl InodeTable {
         (node, nodeid)
     }
 
+    /// Enters an object with no name (an O_TMPFILE file) of kind `kind`, in the upper,
+    /// with one kernel reference; returns its node id.
+    pub fn insert_unnamed(&self, number: u64, kind: u32) -> u64 {
+        let state = NodeState {
+            kind,
+            names: Vec::new(),
+            layer: 0,
+            dir_layers: Vec::new(),
+            unlinked: true,
+            data: None,
+            lower_path: Default::default(),
+        };
+        let entry = self.nodes.entry(number).or_insert_with(|| {
+            let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+            self.peak.fetch_max(live, Ordering::Relaxed);
+            Arc::new(Node::new(number, state, 0))
+        });
+        entry.lookups.fetch_add(1, Ordering::Relaxed);
+        entry.nodeid.load(Ordering::Relaxed)
+    }
+
     /// The kernel dropped `n` references on `nodeid`; the object goes when none are left on
     /// any of its node ids. Returns its number if it went.
     pub fn forget(&self, nodeid: u64, n: u64) -> Option<u64> {

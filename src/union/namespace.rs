@@ -27,6 +27,36 @@ pub enum NewKind<'a> {
     Symlink(&'a OsStr),
 }
 
+/// A new object being finished: an entry of a directory, or an open file with no name.
+#[derive(Clone, Copy)]
+enum NewObject<'a> {
+    At(BorrowedFd<'a>, &'a OsStr),
+    Fd(BorrowedFd<'a>),
+}
+
+impl NewObject<'_> {
+    fn xtarget(&self) -> XTarget<'_> {
+        match *self {
+            NewObject::At(d, n) => XTarget::At(d, n),
+            NewObject::Fd(f) => XTarget::Fd(f),
+        }
+    }
+
+    fn chown(&self, uid: u32, gid: u32) -> SysResult<()> {
+        match *self {
+            NewObject::At(d, n) => sys::fchownat(d, n, uid, gid),
+            NewObject::Fd(f) => sys::fchown(f, uid, gid),
+        }
+    }
+
+    fn chmod(&self, perm: u32) -> SysResult<()> {
+        match *self {
+            NewObject::At(d, n) => sys::fchmodat(d, n, perm),
+            NewObject::Fd(f) => sys::fchmod(f, perm),
+        }
+    }
+}
+
 /// The upper directory a new entry goes into, and whether a whiteout sits at the name.
 struct Target {
     udir: std::sync::Arc<OwnedFd>,
@@ -60,27 +90,42 @@ impl Union {
     /// Checks that `name` can be created in `parent` and brings the parent into the upper.
     fn prepare_create(&self, parent: u64, name: &OsStr) -> SysResult<Target> {
         check_name(name)?;
-        if self.read_only() {
-            return Err(Errno::EROFS);
-        }
-        if whiteout::is_reserved_name(name) {
+        if whiteout::is_reserved_name(name) && !self.read_only() {
             return Err(Errno::EPERM);
         }
-        let pnode = self.node(parent)?;
-        let dir = self.dir_view(&pnode)?;
-        if self.resolve_child(&dir, name)?.is_some() {
-            return Err(Errno::EEXIST);
-        }
-        self.check_dir(&dir, Change::CreateIn)?;
-        self.copy_up(&pnode, true)?;
-        let udir = self.dir_fd(0, &dir.path)?;
-        let d = udir.as_fd();
-        let at_name = whiteout::whiteout_at_name(self.layers.whiteout, name);
-        let whiteout = if at_name {
+        let mut t = self.prepare_parent(parent, |dir| {
+            if self.resolve_child(dir, name)?.is_some() {
+                return Err(Errno::EEXIST);
+            }
+            Ok(())
+        })?;
+        let d = t.udir.as_fd();
+        t.at_name = whiteout::whiteout_at_name(self.layers.whiteout, name);
+        t.whiteout = if t.at_name {
             sys::fstatat(d, name).is_ok()
         } else {
             whiteout::has_aufs_whiteout(d, name)
         };
+        Ok(t)
+    }
+
+    /// Brings the directory `parent` into the upper for a new object in it, once `check`
+    /// (on its merged view) and the directory's protections allow it.
+    fn prepare_parent(
+        &self,
+        parent: u64,
+        check: impl FnOnce(&DirView) -> SysResult<()>,
+    ) -> SysResult<Target> {
+        if self.read_only() {
+            return Err(Errno::EROFS);
+        }
+        let pnode = self.node(parent)?;
+        let dir = self.dir_view(&pnode)?;
+        check(&dir)?;
+        self.check_dir(&dir, Change::CreateIn)?;
+        self.copy_up(&pnode, true)?;
+        let udir = self.dir_fd(0, &dir.path)?;
+        let d = udir.as_fd();
         let pst = sys::fstat(d)?;
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
         let default_acl = if self.behaviour.acls {
@@ -94,11 +139,125 @@ impl Union {
         };
         Ok(Target {
             udir,
-            whiteout,
-            at_name,
+            whiteout: false,
+            at_name: false,
             setgid_gid,
             default_acl,
         })
+    }
+
+    /// The permission bits, access ACL and group of a new object (S15): the parent's
+    /// default ACL instead of the umask where it has one, its group where it is setgid.
+    fn new_object_mode(
+        &self,
+        t: &Target,
+        caller: Caller,
+        is_dir: bool,
+        mode: u32,
+        umask: u32,
+    ) -> (u32, Option<Acl>, u32) {
+        let (mut perm, access_acl) = match &t.default_acl {
+            Some(default) => {
+                let (access, m) = default.inherit(mode & 0o7777);
+                (m, access)
+            }
+            None => (mode & 0o7777 & !umask, None),
+        };
+        let gid = t.setgid_gid.unwrap_or(caller.gid);
+        if is_dir && t.setgid_gid.is_some() {
+            perm |= libc::S_ISGID;
+        }
+        (perm, access_acl, gid)
+    }
+
+    /// Gives a new object (a regular file or directory, `fmt`) its owner, inherited ACLs and
+    /// mode. A mount that may not give objects other owners keeps the owner (and the mode)
+    /// in an override, where it writes them (xattr_permissions).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_new_object(
+        &self,
+        obj: NewObject<'_>,
+        fmt: u32,
+        caller: Caller,
+        gid: u32,
+        perm: u32,
+        access_acl: Option<&Acl>,
+        default_acl: Option<&Acl>,
+    ) -> SysResult<()> {
+        let target = obj.xtarget();
+        let in_override = match obj.chown(caller.uid, gid) {
+            Ok(()) => false,
+            Err(Errno::EPERM) => {
+                let shown = OverrideStat {
+                    uid: caller.uid,
+                    gid,
+                    perm,
+                    kind: None,
+                };
+                self.owner_into_override(target, fmt, shown)?;
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(a) = access_acl {
+            sys::setxattr(target, OsStr::new(acl::ACCESS_XATTR), &a.to_bytes(), 0)?;
+        }
+        if let (libc::S_IFDIR, Some(default)) = (fmt, default_acl) {
+            sys::setxattr(
+                target,
+                OsStr::new(acl::DEFAULT_XATTR),
+                &default.to_bytes(),
+                0,
+            )?;
+        }
+        obj.chmod(if in_override {
+            overrides::real_perm(fmt, perm)
+        } else {
+            perm
+        })
+    }
+
+    /// A new regular file with no name (O_TMPFILE) in the directory `parent`, open with
+    /// `flags`; it lives in the upper dir of `parent` (copied up for it, as overlayfs
+    /// does) until its last descriptor closes, or takes a name through `link`.
+    pub fn tmpfile(
+        &self,
+        caller: Caller,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> SysResult<(Attr, OwnedFd)> {
+        let _ns = self.ns.read();
+        let t = self.prepare_parent(parent, |_| Ok(()))?;
+        let (perm, access_acl, gid) = self.new_object_mode(&t, caller, false, mode, umask);
+        let keep = libc::O_ACCMODE | libc::O_EXCL | libc::O_APPEND | libc::O_NOATIME;
+        let fd = sys::openat(
+            t.udir.as_fd(),
+            OsStr::new("."),
+            (flags & keep) | libc::O_TMPFILE,
+            0o600,
+        )?;
+        self.finish_new_object(
+            NewObject::Fd(fd.as_fd()),
+            libc::S_IFREG,
+            caller,
+            gid,
+            perm,
+            access_acl.as_ref(),
+            None,
+        )?;
+        let st = sys::fstat(fd.as_fd())?;
+        self.inodes.drop_identity(st.st_dev, st.st_ino);
+        let number = self.inodes.claim(st.st_dev, st.st_ino, None);
+        let nodeid = self.inodes.insert_unnamed(number, libc::S_IFREG);
+        Ok((
+            Attr {
+                nodeid,
+                ..self.attr_from(number, st, &[])
+            },
+            fd,
+        ))
     }
 
     /// Creates a new object in the merged view. For files, also returns the open fd.
@@ -122,62 +281,28 @@ impl Union {
         let d = t.udir.as_fd();
         let is_dir = matches!(kind, NewKind::Dir);
         // A default ACL of the parent replaces the umask (the kernel leaves both to us).
-        let (mut perm, access_acl) = match &t.default_acl {
-            Some(default) => {
-                let (access, m) = default.inherit(mode & 0o7777);
-                (m, access)
-            }
-            None => (mode & 0o7777 & !umask, None),
-        };
-        let gid = t.setgid_gid.unwrap_or(caller.gid);
-        if is_dir && t.setgid_gid.is_some() {
-            perm |= libc::S_ISGID;
-        }
+        let (perm, access_acl, gid) = self.new_object_mode(&t, caller, is_dir, mode, umask);
         t.clear_whiteout_at_name(name)?;
         let mut file = None;
         let fmt = match kind {
             NewKind::Dir => libc::S_IFDIR,
             NewKind::File(_) => libc::S_IFREG,
-            _ => 0,
+            NewKind::Node(m, _) => m & libc::S_IFMT,
+            NewKind::Symlink(_) => libc::S_IFLNK,
         };
         let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
-            let target = XTarget::At(at, n);
-            // A mount that may not give objects other owners keeps the owner (and the
-            // mode) in an override, where it writes them (xattr_permissions).
-            let in_override = match sys::fchownat(at, n, caller.uid, gid) {
-                Ok(()) => false,
-                Err(Errno::EPERM) if !is_link => {
-                    let shown = OverrideStat {
-                        uid: caller.uid,
-                        gid,
-                        perm,
-                        kind: None,
-                    };
-                    self.owner_into_override(target, fmt, shown)?;
-                    true
-                }
-                Err(e) => return Err(e),
-            };
             if is_link {
-                return Ok(());
+                return sys::fchownat(at, n, caller.uid, gid);
             }
-            if let Some(a) = &access_acl {
-                sys::setxattr(target, OsStr::new(acl::ACCESS_XATTR), &a.to_bytes(), 0)?;
-            }
-            if let (true, Some(default)) = (is_dir, &t.default_acl) {
-                sys::setxattr(
-                    target,
-                    OsStr::new(acl::DEFAULT_XATTR),
-                    &default.to_bytes(),
-                    0,
-                )?;
-            }
-            let real = if in_override {
-                overrides::real_perm(fmt, perm)
-            } else {
-                perm
-            };
-            sys::fchmodat(at, n, real)
+            self.finish_new_object(
+                NewObject::At(at, n),
+                fmt,
+                caller,
+                gid,
+                perm,
+                access_acl.as_ref(),
+                t.default_acl.as_ref(),
+            )
         };
         match kind {
             NewKind::File(flags) => {
@@ -244,12 +369,25 @@ impl Union {
         if node.is_dir() {
             return Err(Errno::EPERM);
         }
-        self.check_node(ino, Change::Name)?;
+        let unnamed = node.state.lock().unlinked;
+        if !unnamed {
+            self.check_node(ino, Change::Name)?;
+        }
         let t = self.prepare_create(newparent, newname)?;
+        let d = t.udir.as_fd();
+        if unnamed {
+            // An O_TMPFILE file (or one unlinked while open) gets a name through one of
+            // its open descriptors, as linkat(AT_EMPTY_PATH) gives it one.
+            let f = self.files.any_for(ino).ok_or(Errno::ENOENT)?;
+            t.clear_whiteout_at_name(newname)?;
+            sys::link_fd(f.fd().as_fd(), d, newname)?;
+            t.clear_aufs_whiteout(newname)?;
+            self.index.invalidate(newparent);
+            return self.lookup_locked(newparent, newname);
+        }
         self.copy_up(&node, true)?;
         let (_, path, _) = self.locate(&node)?;
         let (sdir, sname) = self.parent_fd(0, &path)?;
-        let d = t.udir.as_fd();
         t.clear_whiteout_at_name(newname)?;
         sys::linkat(sdir.as_fd(), sname, d, newname)?;
         t.clear_aufs_whiteout(newname)?;

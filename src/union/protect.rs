@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::copyup::CopyMode;
-use super::{DirView, Resolved, Union};
+use super::{Attr, DirView, Resolved, Union};
 use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, FsXattr, SysResult, XTarget};
 
@@ -160,6 +160,24 @@ impl Union {
             XTarget::At(d, n)
         };
         Ok(real.union(recorded(t)))
+    }
+
+    /// statx beyond the basic stats: the merged attributes, and the birth time of the
+    /// object's current copy. (The kernel takes no STATX_ATTR_* flags from a FUSE
+    /// filesystem: lsattr shows the protections, S22.)
+    pub fn statx(&self, ino: u64) -> SysResult<(Attr, sys::StatxExtra)> {
+        let attr = self.getattr(ino)?;
+        let node = self.node(ino)?;
+        let _ns = self.ns.read();
+        let (layer, path, _) = self.locate(&node)?;
+        let (dfd, name);
+        let (d, n) = if path.is_empty() {
+            (self.layers.layers[layer].fd(), OsStr::new(""))
+        } else {
+            (dfd, name) = self.parent_fd(layer, &path)?;
+            (dfd.as_fd(), name)
+        };
+        Ok((attr, sys::statx_extra_at(d, n)?))
     }
 
     /// Refuses `change` of the object `ino` where its protections forbid it.

@@ -58,6 +58,8 @@ pub use crate::passthrough::BackingId;
 pub use crate::poll_events::PollEvents;
 pub use crate::rename_flags::RenameFlags;
 pub use crate::reply::ReplyAttr;
+pub use crate::reply::ReplyStatx;
+pub use crate::reply::StatxAttr;
 pub use crate::reply::ReplyBmap;
 pub use crate::reply::ReplyCreate;
 pub use crate::reply::ReplyData;
@@ -435,6 +437,36 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Get file attributes.
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         warn!("[Not Implemented] getattr(ino: {ino:#x?}, fh: {fh:#x?})");
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// statx(2) asking for more than the basic stats (stratafs patch, FUSE_STATX): `mask`
+    /// is what the caller asked for, `flags` the AT_STATX_* flags.
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+        flags: u32,
+        mask: u32,
+        reply: ReplyStatx,
+    ) {
+        warn!("[Not Implemented] statx(ino: {ino:#x?}, fh: {fh:#x?}, flags: {flags:#x}, mask: {mask:#x})");
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Create and open an unnamed file in the directory `parent` (O_TMPFILE; stratafs
+    /// patch, FUSE_TMPFILE): like `create`, for a file with no link.
+    fn tmpfile(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        warn!("[Not Implemented] tmpfile(parent: {parent:#x?}, mode: {mode:#o}, umask: {umask:#o}, flags: {flags:#x})");
         reply.error(Errno::ENOSYS);
     }
 

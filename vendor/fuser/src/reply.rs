@@ -11,7 +11,6 @@ use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
-#[cfg(target_os = "macos")]
 use std::time::SystemTime;
 
 use log::error;
@@ -317,6 +316,50 @@ impl ReplyAttr {
     pub fn attr(self, ttl: &Duration, attr: &FileAttr) {
         self.reply
             .send_ll(&ll::ResponseStruct::new_attr(ttl, &attr.into()));
+    }
+
+    /// Reply to a request with the given error code
+    pub fn error(self, err: Errno) {
+        self.reply.error(err);
+    }
+}
+
+/// What a FUSE_STATX reply carries beyond `FileAttr` (stratafs patch).
+#[derive(Clone, Copy, Debug)]
+pub struct StatxAttr {
+    /// The basic stats.
+    pub attr: FileAttr,
+    /// STATX_* bits of the fields given (the kernel takes the basic stats and btime).
+    pub mask: u32,
+    /// Birth time (STATX_BTIME).
+    pub btime: SystemTime,
+    /// STATX_ATTR_* flags set on the file.
+    pub attributes: u64,
+    /// STATX_ATTR_* flags the filesystem supports.
+    pub attributes_mask: u64,
+    /// Device number (major, minor) of a device node.
+    pub rdev: (u32, u32),
+}
+
+/// Reply to FUSE_STATX (stratafs patch).
+#[derive(Debug)]
+pub struct ReplyStatx {
+    reply: ReplyRaw,
+}
+
+impl Reply for ReplyStatx {
+    fn new(unique: ll::RequestId, sender: ReplySender) -> ReplyStatx {
+        ReplyStatx {
+            reply: Reply::new(unique, sender),
+        }
+    }
+}
+
+impl ReplyStatx {
+    /// Reply with the attributes, cached by the kernel for `ttl`.
+    pub fn statx(self, ttl: &Duration, sx: &StatxAttr) {
+        self.reply
+            .send_ll(&ll::ResponseStruct::new_statx(ttl, sx));
     }
 
     /// Reply to a request with the given error code

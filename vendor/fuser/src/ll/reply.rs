@@ -4,7 +4,6 @@ use std::io::IoSlice;
 use std::os::unix::prelude::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
-#[cfg(target_os = "macos")]
 use std::time::SystemTime;
 
 use smallvec::SmallVec;
@@ -116,6 +115,49 @@ impl ResponseStruct<abi::fuse_attr_out> {
             attr_valid_nsec: ttl.subsec_nanos(),
             dummy: 0,
             attr: attr.attr,
+        })
+    }
+}
+
+impl ResponseStruct<abi::fuse_statx_out> {
+    pub(crate) fn new_statx(ttl: &Duration, sx: &crate::reply::StatxAttr) -> Self {
+        let time = |t: &SystemTime| {
+            let (s, n) = time_from_system_time(t);
+            abi::fuse_sx_time {
+                tv_sec: s,
+                tv_nsec: n,
+                reserved: 0,
+            }
+        };
+        let a = &sx.attr;
+        ResponseStruct(abi::fuse_statx_out {
+            attr_valid: ttl.as_secs(),
+            attr_valid_nsec: ttl.subsec_nanos(),
+            flags: 0,
+            spare: [0; 2],
+            stat: abi::fuse_statx {
+                mask: sx.mask,
+                blksize: a.blksize,
+                attributes: sx.attributes,
+                nlink: a.nlink,
+                uid: a.uid,
+                gid: a.gid,
+                mode: mode_from_kind_and_perm(a.kind, a.perm) as u16,
+                spare0: 0,
+                ino: a.ino.0,
+                size: a.size,
+                blocks: a.blocks,
+                attributes_mask: sx.attributes_mask,
+                atime: time(&a.atime),
+                btime: time(&sx.btime),
+                ctime: time(&a.ctime),
+                mtime: time(&a.mtime),
+                rdev_major: sx.rdev.0,
+                rdev_minor: sx.rdev.1,
+                dev_major: 0,
+                dev_minor: 0,
+                spare2: [0; 14],
+            },
         })
     }
 }
