@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use super::copyup::CopyMode;
+use super::datacopy::CopyMode;
 use super::protect::Change;
 use super::{Attr, Caller, Union};
 use crate::sys::{self, Errno, SysResult, TimeSpec, XTarget};

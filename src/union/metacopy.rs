@@ -104,7 +104,7 @@ impl Union {
             let src = sys::openat(sdir.as_fd(), sname, libc::O_RDONLY, 0)?;
             let size = sys::fstat(src.as_fd())?.st_size as u64;
             let dst = sys::openat(udir.as_fd(), name, libc::O_WRONLY, 0)?;
-            super::copyup::copy_data(src.as_fd(), dst.as_fd(), size)?;
+            super::datacopy::copy_data(src.as_fd(), dst.as_fd(), size)?;
             if self.behaviour.syncs() {
                 sys::fsync(dst.as_fd(), false)?;
             }

@@ -7,6 +7,7 @@
 //! with directories below it until a non-directory, a whiteout or an opaque marker.
 
 pub mod copyup;
+mod datacopy;
 pub mod dircache;
 pub mod files;
 pub mod index;

@@ -19,7 +19,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::copyup::CopyMode;
+use super::datacopy::CopyMode;
 use super::{Attr, DirView, Resolved, Union};
 use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, FsXattr, SysResult, XTarget};
