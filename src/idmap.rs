@@ -218,38 +218,20 @@ mod tests {
             gids: IdMap::new(parse_ranges("g", "0:2000:10").unwrap(), 65534),
         };
         // user::rw-, user:3:r--, group::r--, group:4:rw-, mask::rw-, other::---
-        let acl = crate::acl::Acl(vec![
-            crate::acl::Entry {
-                tag: 0x01,
-                perm: 6,
-                id: u32::MAX,
-            },
-            crate::acl::Entry {
-                tag: 0x02,
-                perm: 4,
-                id: 3,
-            },
-            crate::acl::Entry {
-                tag: 0x04,
-                perm: 4,
-                id: u32::MAX,
-            },
-            crate::acl::Entry {
-                tag: 0x08,
-                perm: 6,
-                id: 4,
-            },
-            crate::acl::Entry {
-                tag: 0x10,
-                perm: 6,
-                id: u32::MAX,
-            },
-            crate::acl::Entry {
-                tag: 0x20,
-                perm: 0,
-                id: u32::MAX,
-            },
-        ]);
+        let entries = [
+            (0x01, 6, u32::MAX),
+            (0x02, 4, 3),
+            (0x04, 4, u32::MAX),
+            (0x08, 6, 4),
+            (0x10, 6, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ];
+        let acl = crate::acl::Acl(
+            entries
+                .iter()
+                .map(|&(tag, perm, id)| crate::acl::Entry { tag, perm, id })
+                .collect(),
+        );
         let shown = maps
             .shown_xattr(crate::acl::ACCESS_XATTR, &acl.to_bytes())
             .unwrap();

@@ -22,22 +22,13 @@ set -euo pipefail
 CLIENT=apt
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-FS_LIST="overlay fuse-overlayfs stratafs"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --fs) FS_LIST="$2"; shift 2 ;;
-        --repeat) REPEAT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-        *) die "unknown argument '$1' (see --help)" ;;
-    esac
-done
+parse_client_args "$@"
 
 PKGS="python3-minimal git debsums"
 
 require_basics
 need_pkgs debootstrap fuse3 util-linux
-case " $FS_LIST " in *" fuse-overlayfs "*) want_pkgs fuse-overlayfs ;; esac
-if ! command -v fuse-overlayfs >/dev/null; then FS_LIST=$(echo " $FS_LIST " | sed 's/ fuse-overlayfs / /'); fi
+want_fuse_overlayfs_peer
 new_run_dir apt
 find_stratafs
 ensure_rootfs

@@ -26,6 +26,27 @@ log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${CLIENT:-client}" "$*" >&2; 
 skip() { say "SKIP: $*"; exit 77; }
 die() { say "ERROR: $*"; exit 1; }
 
+# The command line every client script takes: --fs "overlay fuse-overlayfs stratafs" (the
+# filesystems to compare), --repeat N, --help (the script's header comment, up to `set -e`).
+parse_client_args() {
+    FS_LIST="overlay fuse-overlayfs stratafs"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --fs) FS_LIST="$2"; shift 2 ;;
+            --repeat) REPEAT="$2"; shift 2 ;;
+            -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
+            *) die "unknown argument '$1' (see --help)" ;;
+        esac
+    done
+}
+
+# fuse-overlayfs is a peer to compare with, never required: installed if it can be, else
+# left out of FS_LIST.
+want_fuse_overlayfs_peer() {
+    case " $FS_LIST " in *" fuse-overlayfs "*) want_pkgs fuse-overlayfs ;; esac
+    if ! command -v fuse-overlayfs >/dev/null; then FS_LIST=$(echo " $FS_LIST " | sed 's/ fuse-overlayfs / /'); fi
+}
+
 # Root, /dev/fuse and a FUSE-capable kernel: without them nothing here can run.
 require_basics() {
     [ "$(id -u)" = 0 ] || skip "needs root (mounts, chroot, container engines)"

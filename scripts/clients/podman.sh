@@ -27,20 +27,11 @@ CLIENT=podman
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/common.sh"
 
-FS_LIST="overlay fuse-overlayfs stratafs"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --fs) FS_LIST="$2"; shift 2 ;;
-        --repeat) REPEAT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
-        *) die "unknown argument '$1' (see --help)" ;;
-    esac
-done
+parse_client_args "$@"
 
 require_basics
 need_pkgs podman runc conmon fuse3 debootstrap util-linux
-case " $FS_LIST " in *" fuse-overlayfs "*) want_pkgs fuse-overlayfs ;; esac
-if ! command -v fuse-overlayfs >/dev/null; then FS_LIST=$(echo " $FS_LIST " | sed 's/ fuse-overlayfs / /'); fi
+want_fuse_overlayfs_peer
 new_run_dir podman
 find_stratafs
 ensure_rootfs

@@ -87,16 +87,8 @@ impl<W: Write> Committer<W> {
     /// An empty regular entry (whiteouts and opaque markers).
     fn marker(&mut self, path: &[u8], mode: u32, st: &Stat) -> ToolResult<()> {
         let meta = EntryMeta {
-            path,
-            kind: EntryType::Regular,
             mode,
-            uid: st.st_uid.into(),
-            gid: st.st_gid.into(),
-            mtime: mtime_of(st),
-            size: 0,
-            link: None,
-            device: None,
-            xattrs: &[],
+            ..empty_entry(path, st)
         };
         self.write(&meta, &mut io::empty())
     }
@@ -176,18 +168,7 @@ impl<W: Write> Committer<W> {
             );
             return Ok(());
         }
-        let mut meta = EntryMeta {
-            path,
-            kind: EntryType::Regular,
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid.into(),
-            gid: st.st_gid.into(),
-            mtime: mtime_of(st),
-            size: 0,
-            link: None,
-            device: None,
-            xattrs: &[],
-        };
+        let mut meta = empty_entry(path, st);
 
         if fmt != libc::S_IFDIR && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
@@ -355,4 +336,20 @@ fn has_any_xattr(dir: BorrowedFd<'_>, name: &OsStr, p: Private) -> bool {
     p.both()
         .into_iter()
         .any(|x| sys::getxattr(sys::XTarget::At(dir, name), x).is_ok())
+}
+
+/// An empty regular entry at `path` with the owner, permission bits and mtime of `st`.
+fn empty_entry<'a>(path: &'a [u8], st: &Stat) -> EntryMeta<'a> {
+    EntryMeta {
+        path,
+        kind: EntryType::Regular,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid.into(),
+        gid: st.st_gid.into(),
+        mtime: mtime_of(st),
+        size: 0,
+        link: None,
+        device: None,
+        xattrs: &[],
+    }
 }

@@ -172,7 +172,8 @@ struct ImportArgs {
     long_about = "Print what the daemon of a live stratafs mount did: requests by opcode with \
 their count and latency quantiles (log2 buckets, microseconds), copy-ups and the data they \
 copied, open files, objects the kernel holds, and the daemon's memory. Needs CAP_SYS_ADMIN \
-(it reads the private xattr trusted.stratafs.stats of the mount's root)."
+(it reads the private xattr trusted.stratafs.stats of the mount's root), or, for a mount made \
+by a plain user, that user (user.stratafs.stats)."
 )]
 struct StatsArgs {
     /// The mount point of a live stratafs mount.
@@ -272,7 +273,7 @@ fn print_stats(mountpoint: &std::path::Path) -> ToolResult<()> {
             Ok(())
         }
         Err(Errno::ENODATA) | Err(Errno::ENOTSUP) if sys::getuid() != 0 => {
-            Err(ToolError("needs CAP_SYS_ADMIN (run as root)".into()))
+            Err(ToolError("needs CAP_SYS_ADMIN (run as root), or to be the user who mounted it".into()))
         }
         Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => Err(ToolError(format!(
             "'{}': not the root of a stratafs mount",
