@@ -272,9 +272,9 @@ fn print_stats(mountpoint: &std::path::Path) -> ToolResult<()> {
             print!("{}", String::from_utf8_lossy(&report));
             Ok(())
         }
-        Err(Errno::ENODATA) | Err(Errno::ENOTSUP) if sys::getuid() != 0 => {
-            Err(ToolError("needs CAP_SYS_ADMIN (run as root), or to be the user who mounted it".into()))
-        }
+        Err(Errno::ENODATA) | Err(Errno::ENOTSUP) if sys::getuid() != 0 => Err(ToolError(
+            "needs CAP_SYS_ADMIN (run as root), or to be the user who mounted it".into(),
+        )),
         Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => Err(ToolError(format!(
             "'{}': not the root of a stratafs mount",
             mountpoint.display()

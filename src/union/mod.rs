@@ -17,6 +17,7 @@ pub mod metacopy;
 pub mod namespace;
 mod overrides;
 pub mod protect;
+mod rename;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -741,12 +742,7 @@ impl Union {
             // Unlinked (or replaced by a rename) while open: the open file or directory
             // still has attributes, with no link left.
             Err(Errno::ENOENT) => {
-                let fd = self
-                    .files
-                    .any_for(ino)
-                    .map(|f| f.fd())
-                    .or_else(|| self.removed_dirs.get(&ino).map(|f| f.clone()))
-                    .ok_or(Errno::ENOENT)?;
+                let fd = self.open_fd_of(ino).ok_or(Errno::ENOENT)?;
                 let mut st = sys::fstat(fd.as_fd())?;
                 if node.state.lock().unlinked {
                     st.st_nlink = 0;
@@ -756,6 +752,15 @@ impl Union {
             }
             r => r,
         }
+    }
+
+    /// A descriptor of an object that has no name left: one of its open files, or the
+    /// directory kept for the kernel after an rmdir.
+    fn open_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.files
+            .any_for(ino)
+            .map(|f| f.fd())
+            .or_else(|| self.removed_dirs.get(&ino).map(|f| f.clone()))
     }
 
     fn getattr_node(&self, node: &Node) -> SysResult<Attr> {

@@ -169,7 +169,20 @@ impl Union {
         let attr = self.getattr(ino)?;
         let node = self.node(ino)?;
         let _ns = self.ns.read();
-        let (layer, path, _) = self.locate(&node)?;
+        let located = if node.state.lock().unlinked {
+            Err(Errno::ENOENT)
+        } else {
+            self.locate(&node)
+        };
+        let (layer, path) = match located {
+            Ok((layer, path, _)) => (layer, path),
+            // Unlinked while open (or O_TMPFILE): through an open descriptor.
+            Err(Errno::ENOENT) => {
+                let fd = self.open_fd_of(ino).ok_or(Errno::ENOENT)?;
+                return Ok((attr, sys::statx_extra_at(fd.as_fd(), OsStr::new(""))?));
+            }
+            Err(e) => return Err(e),
+        };
         let (dfd, name);
         let (d, n) = if path.is_empty() {
             (self.layers.layers[layer].fd(), OsStr::new(""))
