@@ -1,5 +1,8 @@
 //! The FUSE adapter: decodes each request, calls the union core, encodes the reply (TTLs,
-//! attributes, errnos). No union logic lives here.
+//! attributes, errnos). No union logic lives here. This file holds the adapter's state and
+//! the `Filesystem` handlers; the longer ones delegate to `do_*` methods by concern:
+//! convert.rs (attributes, times, errnos, shared replies), files.rs (open, create, data
+//! operations), dir.rs (listings), xattr.rs, control.rs (statx, inode-flag ioctls).
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -24,6 +27,14 @@ use crate::sys::{self, Errno, TimeSpec};
 use crate::union::files::SetAttr;
 use crate::union::namespace::NewKind;
 use crate::union::{Attr, Caller, KernelCache, Union};
+
+mod control;
+mod convert;
+mod dir;
+mod files;
+mod xattr;
+
+use convert::*;
 
 /// What the mount options ask of the FUSE side.
 pub struct AdapterConfig {
@@ -88,217 +99,6 @@ impl KernelCache for NotifyCache {
         // Attributes only (negative offset: no page-cache range), so it cannot wait on a
         // page lock held by the request being served. ENOENT: the kernel forgot it.
         let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
-    }
-}
-
-fn errno(e: Errno) -> FErrno {
-    FErrno::from_i32(e.0)
-}
-
-fn systime(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
-}
-
-fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    let st = &a.st;
-    FileAttr {
-        ino: INodeNo(st.st_ino),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: systime(st.st_atime, st.st_atime_nsec),
-        mtime: systime(st.st_mtime, st.st_mtime_nsec),
-        ctime: systime(st.st_ctime, st.st_ctime_nsec),
-        crtime: UNIX_EPOCH,
-        kind: file_type(st.st_mode),
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: st.st_nlink as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-/// Attributes that carry only an inode number and a file type (a negative entry, a name
-/// listed without an entry).
-fn blank_attr(ino: u64, mode: u32) -> FileAttr {
-    let mut st = crate::sys::zero_stat();
-    st.st_ino = ino;
-    st.st_mode = mode;
-    file_attr(&Attr { st, nodeid: 0 })
-}
-
-fn timespec(t: Option<TimeOrNow>) -> TimeSpec {
-    match t {
-        None => None,
-        Some(TimeOrNow::Now) => Some(None),
-        Some(TimeOrNow::SpecificTime(s)) => Some(Some(match s.duration_since(UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-            Err(e) => {
-                let d = e.duration();
-                let mut sec = -(d.as_secs() as i64);
-                let mut nsec = -(d.subsec_nanos() as i64);
-                if nsec < 0 {
-                    sec -= 1;
-                    nsec += 1_000_000_000;
-                }
-                (sec, nsec)
-            }
-        })),
-    }
-}
-
-/// Replies with an xattr value or name list, honouring the size probe protocol.
-fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if data.len() > size as usize {
-        reply.error(FErrno::from_i32(libc::ERANGE));
-    } else {
-        reply.data(data);
-    }
-}
-
-impl StrataFs {
-    /// The attributes the kernel gets: the merged view's, with the owner squashed or
-    /// mapped and the inode number folded as the options ask.
-    fn fattr(&self, a: &Attr) -> FileAttr {
-        let mut f = file_attr(a);
-        f.uid = (self.cfg.squash_uid).unwrap_or_else(|| self.cfg.ids.uids.to_shown(f.uid));
-        f.gid = (self.cfg.squash_gid).unwrap_or_else(|| self.cfg.ids.gids.to_shown(f.gid));
-        f.ino = INodeNo(self.shown_ino(f.ino.0));
-        f
-    }
-
-    /// An inode number as shown in st_ino and d_ino (`ino32_t`: its low 32 bits).
-    fn shown_ino(&self, ino: u64) -> u64 {
-        if self.cfg.ino32 {
-            ino & 0xffff_ffff
-        } else {
-            ino
-        }
-    }
-
-    /// Who asks, with the ids the layers store for them.
-    fn caller(&self, req: &Request) -> Caller {
-        Caller {
-            uid: self.cfg.ids.uids.to_stored(req.uid()),
-            gid: self.cfg.ids.gids.to_stored(req.gid()),
-            pid: req.pid(),
-        }
-    }
-
-    /// EOPNOTSUPP under `noxattrs=1`.
-    fn xattrs_on(&self) -> Result<(), Errno> {
-        if self.cfg.xattrs {
-            Ok(())
-        } else {
-            Err(Errno::ENOTSUP)
-        }
-    }
-
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
-        match r {
-            Ok(a) => reply.entry_for_node(
-                INodeNo(a.nodeid),
-                &self.cfg.ttl,
-                &self.cfg.ttl,
-                &self.fattr(&a),
-                Generation(0),
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    /// Answers a create (or O_TMPFILE) with the new object and its open file, in
-    /// passthrough where the kernel allows it.
-    fn created(&self, reply: ReplyCreate, a: Attr, fd: std::os::fd::OwnedFd) {
-        let fh = self.union.adopt_open(a.ino(), fd);
-        let file = match self.union.files.get(fh) {
-            Ok(f) => f,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let attr = self.fattr(&a);
-        let backing = match self
-            .io
-            .open(a.nodeid, fh, true, true, file.fd().as_fd(), |fd| {
-                reply.open_backing(fd)
-            }) {
-            OpenMode::Passthrough(b) => Some(b),
-            OpenMode::Cached { .. } => None,
-            OpenMode::Stale => {
-                // A new object's kernel inode has no open files, so this cannot happen;
-                // answered as a failed open all the same (and the entry's lookup is not
-                // the kernel's then).
-                self.union.release(fh);
-                self.union.forget(a.nodeid, 1);
-                return reply.error(FErrno::from_i32(libc::EIO));
-            }
-        };
-        reply.created_for_node(
-            INodeNo(a.nodeid),
-            &self.cfg.ttl,
-            &attr,
-            Generation(0),
-            FileHandle(fh),
-            FopenFlags::empty(),
-            backing.as_deref(),
-        );
-    }
-
-    /// The object number of the kernel's node id (see union::inodes).
-    fn num(&self, id: INodeNo) -> u64 {
-        self.union.number_of_node(id.0)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn make(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        kind: NewKind<'_>,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let r = self
-            .union
-            .create(self.caller(req), self.num(parent), name, kind, mode, umask)
-            .map(|(a, _)| a);
-        self.entry(reply, r);
-    }
-}
-
-fn cache_flags(keep_cache: bool) -> FopenFlags {
-    if keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
-    }
-}
-
-fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
     }
 }
 
@@ -412,34 +212,7 @@ impl Filesystem for StrataFs {
         _mask: u32,
         reply: ReplyStatx,
     ) {
-        let _timing = self.stats.time(Op::Getattr);
-        match self.union.statx(self.num(ino)) {
-            Ok((a, extra)) => {
-                let (btime, with_btime) = match extra.btime {
-                    Some((s, ns)) => (systime(s, ns as i64), libc::STATX_BTIME),
-                    None => (UNIX_EPOCH, 0),
-                };
-                let shown = self.fattr(&a);
-                let dev_node = matches!(shown.kind, FileType::CharDevice | FileType::BlockDevice);
-                let rdev = if dev_node {
-                    (libc::major(a.st.st_rdev), libc::minor(a.st.st_rdev))
-                } else {
-                    (0, 0)
-                };
-                reply.statx(
-                    &self.cfg.ttl,
-                    &StatxAttr {
-                        attr: shown,
-                        mask: libc::STATX_BASIC_STATS | with_btime,
-                        btime,
-                        attributes: extra.attributes,
-                        attributes_mask: extra.attributes_mask,
-                        rdev,
-                    },
-                )
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_statx(ino, reply)
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -554,44 +327,7 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _timing = self.stats.time(Op::Open);
-        let number = self.num(ino);
-        let (fh, mutable) = match self.union.open(self.caller(req), number, flags.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let file = match self.union.files.get(fh) {
-            Ok(f) => f,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let passthrough_ok = mutable || self.cfg.passthrough_lower;
-        match self.io.open(
-            ino.0,
-            fh,
-            passthrough_ok,
-            mutable,
-            file.fd().as_fd(),
-            |fd| reply.open_backing(fd),
-        ) {
-            OpenMode::Passthrough(b) => {
-                if !mutable {
-                    self.union.files.keep_copy(fh);
-                }
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
-            }
-            OpenMode::Cached { keep_cache } => {
-                reply.opened(FileHandle(fh), cache_flags(keep_cache))
-            }
-            OpenMode::Stale => {
-                // Copied up while open through its lower copy: the kernel inode keeps that
-                // backing for the files already open; lookups answer with a new node id
-                // from now on, and ESTALE makes the VFS look the path up again (with
-                // LOOKUP_REVAL) and open the new inode.
-                self.union.release(fh);
-                self.union.supersede(number, ino.0);
-                reply.error(FErrno::from_i32(libc::ESTALE))
-            }
-        }
+        self.do_open(req, ino, flags, reply)
     }
 
     fn read(
@@ -694,21 +430,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let _timing = self.stats.time(Op::Readdir);
-        let r = self.union.readdir(self.num(ino), offset, |next, e| {
-            reply.add(
-                INodeNo(self.shown_ino(e.ino)),
-                next,
-                file_type(e.kind),
-                &e.name,
-            )
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_readdir(ino, offset, reply)
     }
 
     fn readdirplus(
@@ -717,59 +441,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let _timing = self.stats.time(Op::Readdirplus);
-        let dir = self.num(ino);
-        let r = self.union.readdir(dir, offset, |next, e| {
-            if e.name == "." || e.name == ".." {
-                // Not counted as lookups by the kernel: plain attributes only.
-                let a = match self.union.getattr(e.ino) {
-                    Ok(a) => a,
-                    Err(_) => return false,
-                };
-                return reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    &e.name,
-                    &Duration::ZERO,
-                    &self.fattr(&a),
-                    Generation(0),
-                );
-            }
-            match self.union.lookup(dir, &e.name) {
-                Ok(a) => {
-                    let full = reply.add(
-                        INodeNo(a.nodeid),
-                        next,
-                        &e.name,
-                        &self.cfg.ttl,
-                        &self.fattr(&a),
-                        Generation(0),
-                    );
-                    if full {
-                        self.union.forget(a.nodeid, 1);
-                    }
-                    full
-                }
-                // Listed but not found: the name alone, as READDIR gives it (node id 0:
-                // no entry for the kernel to cache). A whiteout of the xattr form in a
-                // directory not marked to hold them is listed so (S5), as on overlayfs; so
-                // is a name removed since the listing was taken.
-                Err(_) => reply.add(
-                    INodeNo(0),
-                    next,
-                    &e.name,
-                    &Duration::ZERO,
-                    &blank_attr(self.shown_ino(e.ino), e.kind),
-                    Generation(0),
-                ),
-            }
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_readdirplus(ino, offset, reply)
     }
 
     fn fsyncdir(
@@ -811,70 +485,19 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _timing = self.stats.time(Op::Setxattr);
-        let stored = name
-            .to_str()
-            .and_then(|n| self.cfg.ids.stored_xattr(n, value));
-        let value = stored.as_deref().unwrap_or(value);
-        empty(
-            reply,
-            self.xattrs_on().and_then(|()| {
-                self.union
-                    .change_xattr(self.num(ino), name, Some((value, flags)))
-            }),
-        );
+        self.do_setxattr(ino, name, value, flags, reply)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _timing = self.stats.time(Op::Getxattr);
-        if self.num(ino) == crate::union::ROOT_INO && name == Private::Stats.name() {
-            // `stratafs stats`: a trusted.* name, which the kernel lets only
-            // CAP_SYS_ADMIN read (user.* on a plain user's mount, which only that user
-            // can reach). The size probe gets room for the report to grow.
-            let report = self.stats.report(&self.union.report_lines());
-            return if size == 0 {
-                reply.size(report.len() as u32 + 4096)
-            } else {
-                reply_xattr(reply, size, report.as_bytes())
-            };
-        }
-        match self
-            .xattrs_on()
-            .and_then(|()| self.union.getxattr(self.num(ino), name))
-        {
-            Ok(v) => {
-                let shown = name.to_str().and_then(|n| self.cfg.ids.shown_xattr(n, &v));
-                reply_xattr(reply, size, shown.as_deref().unwrap_or(&v))
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_getxattr(ino, name, size, reply)
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _timing = self.stats.time(Op::Listxattr);
-        match self
-            .xattrs_on()
-            .and_then(|()| self.union.listxattr(self.caller(req), self.num(ino)))
-        {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(n.as_bytes());
-                    buf.push(0);
-                }
-                reply_xattr(reply, size, &buf);
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_listxattr(req, ino, size, reply)
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _timing = self.stats.time(Op::Removexattr);
-        empty(
-            reply,
-            self.xattrs_on()
-                .and_then(|()| self.union.change_xattr(self.num(ino), name, None)),
-        );
+        self.do_removexattr(ino, name, reply)
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -896,20 +519,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _timing = self.stats.time(Op::Create);
-        let r = self.union.create(
-            self.caller(req),
-            self.num(parent),
-            name,
-            NewKind::File(flags),
-            mode,
-            umask,
-        );
-        match r {
-            Ok((a, Some(fd))) => self.created(reply, a, fd),
-            Ok((_, None)) => reply.error(FErrno::from_i32(libc::EIO)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_create(req, parent, name, mode, umask, flags, reply)
     }
 
     fn tmpfile(
@@ -921,14 +531,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _timing = self.stats.time(Op::Create);
-        match self
-            .union
-            .tmpfile(self.caller(req), self.num(parent), mode, umask, flags)
-        {
-            Ok((a, fd)) => self.created(reply, a, fd),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_tmpfile(req, parent, mode, umask, flags, reply)
     }
 
     fn fallocate(
@@ -941,12 +544,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _timing = self.stats.time(Op::Fallocate);
-        empty(
-            reply,
-            self.union
-                .fallocate(self.caller(req), fh.0, mode, offset, length),
-        );
+        self.do_fallocate(req, fh, offset, length, mode, reply)
     }
 
     fn lseek(
@@ -976,34 +574,7 @@ impl Filesystem for StrataFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let _timing = self.stats.time(Op::Ioctl);
-        // The inode flags of chattr/lsattr (the kernel's fileattr calls arrive as these);
-        // any other ioctl is not one a union of directories answers.
-        let r: Result<Vec<u8>, Errno> = match cmd {
-            sys::FS_IOC_GETFLAGS => self
-                .union
-                .get_inode_flags(self.num(ino))
-                .map(|f| f.to_ne_bytes().to_vec()),
-            sys::FS_IOC_SETFLAGS => match in_data.get(..4) {
-                Some(b) => self
-                    .union
-                    .set_inode_flags(self.num(ino), u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                    .map(|()| Vec::new()),
-                None => Err(Errno::EINVAL),
-            },
-            sys::FS_IOC_FSGETXATTR => self
-                .union
-                .get_inode_xflags(self.num(ino))
-                .map(|x| x.to_bytes().to_vec()),
-            sys::FS_IOC_FSSETXATTR => sys::FsXattr::from_bytes(in_data)
-                .and_then(|x| self.union.set_inode_xflags(self.num(ino), x))
-                .map(|()| Vec::new()),
-            _ => Err(Errno(libc::ENOTTY)),
-        };
-        match r {
-            Ok(data) => reply.ioctl(0, &data),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_ioctl(ino, cmd, in_data, reply)
     }
 
     fn copy_file_range(
@@ -1019,13 +590,6 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let _timing = self.stats.time(Op::CopyFileRange);
-        match self
-            .union
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_copy_file_range(fh_in, offset_in, fh_out, offset_out, len, reply)
     }
 }
