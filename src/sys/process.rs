@@ -173,3 +173,11 @@ pub fn may_write_trusted_xattrs() -> bool {
         .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
     identity && process_has_capability(std::process::id(), CAP_SYS_ADMIN)
 }
+
+/// Gives the heap memory the allocator holds free back to the system (glibc malloc_trim).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
