@@ -255,6 +255,24 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
+/// One element of an option string: `key` or `key=val`.
+struct Opt<'a> {
+    key: &'a str,
+    val: Option<&'a str>,
+}
+
+impl Opt<'_> {
+    /// The value, unescaped; an error when there is none.
+    fn value(&self) -> Result<String, String> {
+        match self.val {
+            Some(v) if !v.is_empty() => {
+                unescape(v).map_err(|e| format!("option '{}': {e}", self.key))
+            }
+            _ => Err(format!("option '{}' needs a value", self.key)),
+        }
+    }
+}
+
 impl MountOptions {
     /// Folds one `-o` string into self (several `-o` may be given). Errors are one line:
     /// control characters of the input are shown escaped.
@@ -268,166 +286,174 @@ impl MountOptions {
                 continue;
             }
             let (key, val) = match raw.split_once('=') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (raw.clone(), None),
+                Some((k, v)) => (k, Some(v)),
+                None => (raw.as_str(), None),
             };
-            let need = |v: &Option<String>| -> Result<String, String> {
-                match v {
-                    Some(v) if !v.is_empty() => {
-                        unescape(v).map_err(|e| format!("option '{key}': {e}"))
-                    }
-                    _ => Err(format!("option '{key}' needs a value")),
-                }
-            };
+            let opt = Opt { key, val };
             let flag = MOUNT_FLAGS.iter().find(|(n, _, _)| *n == key);
-            if let (Some((_, set, clear)), None) = (flag, &val) {
+            if let (Some((_, set, clear)), None) = (flag, val) {
                 self.mount_flags = (self.mount_flags & !clear) | set;
-                continue;
-            }
-            match key.as_str() {
-                "lowerdir" => {
-                    let v = val.clone().unwrap_or_default();
-                    if v.is_empty() {
-                        return Err("option 'lowerdir' needs at least one directory".into());
-                    }
-                    let mut dirs = Vec::new();
-                    for p in split_unescaped(&v, ':') {
-                        if p.is_empty() {
-                            return Err(format!("option 'lowerdir' has an empty path in '{v}'"));
-                        }
-                        dirs.push(PathBuf::from(
-                            unescape(&p).map_err(|e| format!("option 'lowerdir': {e}"))?,
-                        ));
-                    }
-                    self.lowerdirs = dirs;
+            } else if !self.apply_ours(&opt)? && !self.apply_fuse_overlayfs(&opt)? {
+                match key {
+                    k if PASSED_ALONG.contains(&k) && val.is_none() => {}
+                    k if k.starts_with("x-") => {}
+                    _ if self.sloppy => eprintln!("stratafs: ignoring unknown option '{raw}'"),
+                    _ => return Err(format!("unknown option '{raw}'")),
                 }
-                "upperdir" => self.upperdir = Some(PathBuf::from(need(&val)?)),
-                "workdir" => self.workdir = Some(PathBuf::from(need(&val)?)),
-                "initdir" => self.initdir = Some(PathBuf::from(need(&val)?)),
-                "remount" if val.is_none() => self.remount = true,
-                "ro" if val.is_none() => self.read_only = true,
-                "rw" if val.is_none() => self.read_only = false,
-                "allow_other" | "allow_root" => {
-                    self.allow_other = true;
-                    self.no_allow_other = false;
-                }
-                "noallow_other" if val.is_none() => {
-                    self.allow_other = false;
-                    self.no_allow_other = true;
-                }
-                "default_permissions" => self.default_permissions = true,
-                "whiteout" => {
-                    self.whiteout = match need(&val)?.as_str() {
-                        "aufs" => WhiteoutForm::Aufs,
-                        "overlay" => WhiteoutForm::Overlay,
-                        other => {
-                            return Err(format!(
-                                "option 'whiteout' takes aufs or overlay, not '{other}'"
-                            ))
-                        }
-                    }
-                }
-                "fsname" => self.fsname = Some(need(&val)?),
-                "threads" => {
-                    let v = need(&val)?;
-                    let n: usize = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=64).contains(n))
-                        .ok_or_else(|| format!("option 'threads' takes 1 to 64, not '{v}'"))?;
-                    self.threads = Some(n);
-                }
-                "timeout" => {
-                    let v = need(&val)?;
-                    let t: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|t: &f64| t.is_finite() && *t >= 0.0)
-                        .ok_or_else(|| format!("option 'timeout' takes seconds, not '{v}'"))?;
-                    self.timeout_secs = Some(t);
-                }
-                "passthrough" => self.passthrough = Passthrough::parse(&need(&val)?)?,
-                "metacopy" => self.metacopy = parse_bool("metacopy", &need(&val)?)?,
-                "redirect_dir" => self.redirect_dir = parse_bool("redirect_dir", &need(&val)?)?,
-                "debug" => self.debug = true,
-                "volatile" => self.volatile = true,
-                "context" | "fscontext" | "defcontext" | "rootcontext" => {
-                    self.context = Some(need(&val)?)
-                }
-                "logfile" => self.logfile = Some(PathBuf::from(need(&val)?)),
-                "hostname" => self.init.hostname = Some(need(&val)?),
-                "add_host" | "add-host" => self.init.add_hosts.push(need(&val)?),
-                "dns" => self.init.dns.push(need(&val)?),
-                "dns_search" | "dns-search" => self.init.dns_search.push(need(&val)?),
-                // fuse-overlayfs' own options (see README's option table).
-                "fsync" => self.fsync = parse_bool("fsync", &need(&val)?)?,
-                "static_nlink" if val.is_none() => self.static_nlink = true,
-                "noxattrs" => self.xattrs = !parse_bool("noxattrs", &need(&val)?)?,
-                // squash_to_uid/gid win over squash_to_root, in whatever order they come.
-                "squash_to_root" if val.is_none() => {
-                    self.squash_uid.get_or_insert(0);
-                    self.squash_gid.get_or_insert(0);
-                }
-                "squash_to_uid" | "squash_to_gid" => {
-                    let v = need(&val)?;
-                    let id: u32 =
-                        v.parse().ok().filter(|id| *id != u32::MAX).ok_or_else(|| {
-                            format!("option '{key}' takes a numeric id, not '{v}'")
-                        })?;
-                    if key == "squash_to_uid" {
-                        self.squash_uid = Some(id);
-                    } else {
-                        self.squash_gid = Some(id);
-                    }
-                }
-                "uidmapping" => self.uid_ranges = parse_ranges(&key, &need(&val)?)?,
-                "gidmapping" => self.gid_ranges = parse_ranges(&key, &need(&val)?)?,
-                "ino32_t" if val.is_none() => self.ino32 = true,
-                "xattr_permissions" => {
-                    let v = need(&val)?;
-                    self.xattr_permissions = match v.as_str() {
-                        "0" => 0,
-                        "1" => 1,
-                        "2" => 2,
-                        _ => {
-                            return Err(format!(
-                                "option 'xattr_permissions' takes 0, 1 or 2, not '{v}'"
-                            ))
-                        }
-                    };
-                }
-                // overlayfs' and fuse-overlayfs' inode number scheme: stratafs always
-                // composes numbers as xino does (unique in the mount, S13), so every value
-                // means the same here.
-                "xino" => match need(&val)?.as_str() {
-                    "off" | "auto" | "on" => {}
-                    v => return Err(format!("option 'xino' takes off, auto or on, not '{v}'")),
-                },
-                "threaded" => {
-                    // threaded=0: one worker; threaded=1: our default count.
-                    self.threads = (!parse_bool("threaded", &need(&val)?)?).then_some(1);
-                }
-                // Accepted for compatibility, with nothing to change here: passthrough
-                // supersedes the writeback cache (the kernel allows one or the other), and
-                // inode numbers always come from the layers' own.
-                "writeback" | "fast_ino" => {
-                    parse_bool(&key, &need(&val)?)?;
-                }
-                "plugins" => {
-                    return Err(
-                        "option 'plugins': lazy-pull layer plugins are not supported".into(),
-                    )
-                }
-                "userxattr" if val.is_none() => self.userxattr = true,
-                "acl" if val.is_none() => self.acl = true,
-                "noacl" if val.is_none() => self.acl = false,
-                k if PASSED_ALONG.contains(&k) && val.is_none() => {}
-                k if k.starts_with("x-") => {}
-                _ if self.sloppy => eprintln!("stratafs: ignoring unknown option '{raw}'"),
-                _ => return Err(format!("unknown option '{raw}'")),
             }
         }
         Ok(())
+    }
+
+    /// stratafs' own options and overlayfs' (README's option table); false: not one.
+    fn apply_ours(&mut self, opt: &Opt<'_>) -> Result<bool, String> {
+        match opt.key {
+            "lowerdir" => {
+                let v = opt.val.unwrap_or_default().to_string();
+                if v.is_empty() {
+                    return Err("option 'lowerdir' needs at least one directory".into());
+                }
+                let mut dirs = Vec::new();
+                for p in split_unescaped(&v, ':') {
+                    if p.is_empty() {
+                        return Err(format!("option 'lowerdir' has an empty path in '{v}'"));
+                    }
+                    dirs.push(PathBuf::from(
+                        unescape(&p).map_err(|e| format!("option 'lowerdir': {e}"))?,
+                    ));
+                }
+                self.lowerdirs = dirs;
+            }
+            "upperdir" => self.upperdir = Some(PathBuf::from(opt.value()?)),
+            "workdir" => self.workdir = Some(PathBuf::from(opt.value()?)),
+            "initdir" => self.initdir = Some(PathBuf::from(opt.value()?)),
+            "remount" if opt.val.is_none() => self.remount = true,
+            "ro" if opt.val.is_none() => self.read_only = true,
+            "rw" if opt.val.is_none() => self.read_only = false,
+            "allow_other" | "allow_root" => {
+                self.allow_other = true;
+                self.no_allow_other = false;
+            }
+            "noallow_other" if opt.val.is_none() => {
+                self.allow_other = false;
+                self.no_allow_other = true;
+            }
+            "default_permissions" => self.default_permissions = true,
+            "whiteout" => {
+                self.whiteout = match opt.value()?.as_str() {
+                    "aufs" => WhiteoutForm::Aufs,
+                    "overlay" => WhiteoutForm::Overlay,
+                    other => {
+                        return Err(format!(
+                            "option 'whiteout' takes aufs or overlay, not '{other}'"
+                        ))
+                    }
+                }
+            }
+            "fsname" => self.fsname = Some(opt.value()?),
+            "threads" => {
+                let v = opt.value()?;
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| format!("option 'threads' takes 1 to 64, not '{v}'"))?;
+                self.threads = Some(n);
+            }
+            "timeout" => {
+                let v = opt.value()?;
+                let t: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+                    .ok_or_else(|| format!("option 'timeout' takes seconds, not '{v}'"))?;
+                self.timeout_secs = Some(t);
+            }
+            "passthrough" => self.passthrough = Passthrough::parse(&opt.value()?)?,
+            "metacopy" => self.metacopy = parse_bool("metacopy", &opt.value()?)?,
+            "redirect_dir" => self.redirect_dir = parse_bool("redirect_dir", &opt.value()?)?,
+            "debug" => self.debug = true,
+            "volatile" => self.volatile = true,
+            "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                self.context = Some(opt.value()?)
+            }
+            "logfile" => self.logfile = Some(PathBuf::from(opt.value()?)),
+            "hostname" => self.init.hostname = Some(opt.value()?),
+            "add_host" | "add-host" => self.init.add_hosts.push(opt.value()?),
+            "dns" => self.init.dns.push(opt.value()?),
+            "dns_search" | "dns-search" => self.init.dns_search.push(opt.value()?),
+            "userxattr" if opt.val.is_none() => self.userxattr = true,
+            "acl" if opt.val.is_none() => self.acl = true,
+            "noacl" if opt.val.is_none() => self.acl = false,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// fuse-overlayfs' own options, with their meaning there (README's option table);
+    /// false: not one.
+    fn apply_fuse_overlayfs(&mut self, opt: &Opt<'_>) -> Result<bool, String> {
+        match opt.key {
+            // fuse-overlayfs' own options (see README's option table).
+            "fsync" => self.fsync = parse_bool("fsync", &opt.value()?)?,
+            "static_nlink" if opt.val.is_none() => self.static_nlink = true,
+            "noxattrs" => self.xattrs = !parse_bool("noxattrs", &opt.value()?)?,
+            // squash_to_uid/gid win over squash_to_root, in whatever order they come.
+            "squash_to_root" if opt.val.is_none() => {
+                self.squash_uid.get_or_insert(0);
+                self.squash_gid.get_or_insert(0);
+            }
+            "squash_to_uid" | "squash_to_gid" => {
+                let v = opt.value()?;
+                let id: u32 =
+                    v.parse().ok().filter(|id| *id != u32::MAX).ok_or_else(|| {
+                        format!("option '{}' takes a numeric id, not '{v}'", opt.key)
+                    })?;
+                if opt.key == "squash_to_uid" {
+                    self.squash_uid = Some(id);
+                } else {
+                    self.squash_gid = Some(id);
+                }
+            }
+            "uidmapping" => self.uid_ranges = parse_ranges(opt.key, &opt.value()?)?,
+            "gidmapping" => self.gid_ranges = parse_ranges(opt.key, &opt.value()?)?,
+            "ino32_t" if opt.val.is_none() => self.ino32 = true,
+            "xattr_permissions" => {
+                let v = opt.value()?;
+                self.xattr_permissions = match v.as_str() {
+                    "0" => 0,
+                    "1" => 1,
+                    "2" => 2,
+                    _ => {
+                        return Err(format!(
+                            "option 'xattr_permissions' takes 0, 1 or 2, not '{v}'"
+                        ))
+                    }
+                };
+            }
+            // overlayfs' and fuse-overlayfs' inode number scheme: stratafs always
+            // composes numbers as xino does (unique in the mount, S13), so every value
+            // means the same here.
+            "xino" => match opt.value()?.as_str() {
+                "off" | "auto" | "on" => {}
+                v => return Err(format!("option 'xino' takes off, auto or on, not '{v}'")),
+            },
+            "threaded" => {
+                // threaded=0: one worker; threaded=1: our default count.
+                self.threads = (!parse_bool("threaded", &opt.value()?)?).then_some(1);
+            }
+            // Accepted for compatibility, with nothing to change here: passthrough
+            // supersedes the writeback cache (the kernel allows one or the other), and
+            // inode numbers always come from the layers' own.
+            "writeback" | "fast_ino" => {
+                parse_bool(opt.key, &opt.value()?)?;
+            }
+            "plugins" => {
+                return Err("option 'plugins': lazy-pull layer plugins are not supported".into())
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Whether POSIX ACLs are on: asked for (the default) and xattrs not turned off.

@@ -163,20 +163,6 @@ impl Drop for Staging {
     }
 }
 
-/// Removes whatever is at `name` in `dir`, directories with their contents.
-fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
-    let st = sys::fstatat(dir, name)?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let sub = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        for e in sys::read_dir(sub.as_fd())? {
-            remove_entry(sub.as_fd(), &e.name)?;
-        }
-        sys::unlinkat(dir, name, true)
-    } else {
-        sys::unlinkat(dir, name, false)
-    }
-}
-
 struct Unpacker {
     root: OwnedFd,
     form: WriteForm,
@@ -276,7 +262,7 @@ impl Unpacker {
             Ok(st)
                 if st.st_mode & libc::S_IFMT == libc::S_IFDIR && kind == EntryType::Directory => {}
             Ok(_) => {
-                remove_entry(parent, name_os)
+                crate::layers::remove_tree(parent, name_os)
                     .map_err(|e| failed("replace the earlier entry", &e))?;
                 self.forget_under(&tarpath::joined(&parts));
             }
