@@ -267,9 +267,27 @@ stratafs-test) base="$W/base-test" ;;
 stratafs-scratch) base="$W/base-scratch" ;;
 *) echo "\$0: unknown source \$src (stratafs-test or stratafs-scratch)" >&2; exit 32 ;;
 esac
+log() { echo "\$(date +%T.%N | cut -c1-12) \$src \$mnt: \$*" >>"$RESULTS/stratafs/mount-helper.log"; }
 case ,\$opts, in
-*,remount,*) ;;
-*) opts=lowerdir=\$base/lower1:\$base/lower2,upperdir=\$base/upper,workdir=\$base/work\${opts:+,\$opts} ;;
+*,remount,*) log "-o \$opts" ;;
+*)
+	# umount returns before the daemon has exited and let go of its upper dir; a new
+	# mount of that dir meanwhile is refused ("in use by another mount"). When no mount
+	# of this source is left, wait (up to 60 s) for such a daemon to exit, and log it.
+	if ! findmnt -rn -S "\$src" >/dev/null; then
+		start=\$(date +%s%N) n=0
+		while pids=\$(pgrep -d, -f -- "upperdir=\$base/upper,"); do
+			if [ \$n = 0 ]; then
+				log "waiting for the daemon of the previous mount to exit: \$(ps -L -o pid=,tid=,stat=,wchan:24=,etime= -p "\$pids" | tr -s ' \n' ' ')"
+			fi
+			[ \$n -lt 600 ] || { log "still running after 60 s"; break; }
+			sleep 0.1; n=\$((n + 1))
+		done
+		[ \$n = 0 ] || log "waited \$(( (\$(date +%s%N) - start) / 1000000 )) ms"
+	fi
+	log "-o \$opts"
+	opts=lowerdir=\$base/lower1:\$base/lower2,upperdir=\$base/upper,workdir=\$base/work\${opts:+,\$opts}
+	;;
 esac
 exec "$W/bin/mount.stratafs" "\$src" "\$mnt" "\${flags[@]}" -o "\$opts"
 EOF
@@ -330,6 +348,11 @@ count() { if [ -f "$1" ]; then wc -l <"$1"; else echo -; fi; }
 			"$(count "$RESULTS/$fs/failed")" "$(count "$RESULTS/$fs/notrun")" \
 			"$(cat "$RESULTS/$fs/incomplete" 2>/dev/null || true)"
 	done
+	if [ -f "$RESULTS/stratafs/mount-helper.log" ]; then
+		echo "stratafs: $(grep -c ' waited ' "$RESULTS/stratafs/mount-helper.log" || true) mounts waited for the" \
+			"daemon of the previous mount to exit (longest $(sed -n 's/.* waited \([0-9]*\) ms$/\1/p' \
+			"$RESULTS/stratafs/mount-helper.log" | sort -n | tail -1) ms), see mount-helper.log"
+	fi
 	if [ -s "$RESULTS/stratafs/unmount-problems" ]; then
 		echo "stratafs unmount/daemon problems:"; sed 's/^/  /' "$RESULTS/stratafs/unmount-problems"
 	fi

@@ -265,6 +265,52 @@ pub fn run(mut req: MountRequest) -> i32 {
     }
 }
 
+/// What the union does differently under the mount options.
+fn behaviour(o: &MountOptions) -> Behaviour {
+    Behaviour {
+        volatile: o.volatile,
+        no_sync: !o.fsync,
+        metacopy: o.metacopy,
+        redirect_dir: o.redirect_dir,
+        acls: o.acls(),
+        static_nlink: o.static_nlink,
+        xattr_permissions: o.xattr_permissions,
+    }
+}
+
+/// What the FUSE adapter does under the mount options.
+fn adapter_config(o: &MountOptions) -> AdapterConfig {
+    AdapterConfig {
+        // -o timeout= sets both; by default names, misses and attributes live an hour:
+        // every change goes through this mount, which the kernel sees, or is one the union
+        // tells the kernel about (and files open for writing never have their attributes
+        // cached).
+        ttl: Duration::from_secs_f64(o.timeout_secs.unwrap_or(3600.0)),
+        passthrough: o.passthrough != Passthrough::Off,
+        passthrough_lower: o.passthrough == Passthrough::All,
+        acls: o.acls(),
+        squash_uid: o.squash_uid,
+        squash_gid: o.squash_gid,
+        ids: IdMaps {
+            uids: IdMap::new(o.uid_ranges.clone(), idmap::kernel_overflow_id(false)),
+            gids: IdMap::new(o.gid_ranges.clone(), idmap::kernel_overflow_id(true)),
+        },
+        ino32: o.ino32,
+        xattrs: o.xattrs,
+    }
+}
+
+/// A thread that waits for SIGTERM, SIGINT or SIGHUP and unmounts, which ends the session.
+fn unmount_on_signal(signals: sys::SignalWaiter, mnt: PathBuf, mounted_by: MountedBy) {
+    std::thread::spawn(move || {
+        let sig = signals.wait();
+        tracing::info!("signal {sig}: unmounting");
+        if let Err(e) = unmount(&mnt, mounted_by, false) {
+            tracing::error!("unmount of '{}' failed: {e}", mnt.display());
+        }
+    });
+}
+
 fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd>) -> i32 {
     let report = |msg: &str| {
         if let Some(w) = &ready {
@@ -284,27 +330,13 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         tracing::warn!("context={c} accepted and ignored: labels come from the layers");
     }
     sys::raise_nofile();
-    let o = &req.opts;
-    let behaviour = Behaviour {
-        volatile: o.volatile,
-        no_sync: !o.fsync,
-        metacopy: o.metacopy,
-        redirect_dir: o.redirect_dir,
-        acls: o.acls(),
-        static_nlink: o.static_nlink,
-        xattr_permissions: o.xattr_permissions,
-    };
-    let union = match Union::new(layers, behaviour) {
+    let union = match Union::new(layers, behaviour(&req.opts)) {
         Ok(u) => Arc::new(u),
         Err(e) => {
             report(&format!("cannot read the layers: {e}"));
             return 1;
         }
     };
-    // -o timeout= sets both; by default names, misses and attributes live an hour: every
-    // change goes through this mount, which the kernel sees, or is one the union tells the
-    // kernel about (and files open for writing never have their attributes cached).
-    let ttl = Duration::from_secs_f64(req.opts.timeout_secs.unwrap_or(3600.0));
     let cfg = fuse_config(&req);
     // Block termination signals before any thread exists, so one thread can sigwait them.
     let signals = sys::SignalWaiter::block_termination();
@@ -317,31 +349,8 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
         }
     };
     let acl = cfg.acl;
-    let session = match fuser::Session::from_fd(
-        StrataFs::new(
-            union,
-            AdapterConfig {
-                ttl,
-                passthrough: req.opts.passthrough != Passthrough::Off,
-                passthrough_lower: req.opts.passthrough == Passthrough::All,
-                acls: req.opts.acls(),
-                squash_uid: req.opts.squash_uid,
-                squash_gid: req.opts.squash_gid,
-                ids: IdMaps {
-                    uids: IdMap::new(
-                        req.opts.uid_ranges.clone(),
-                        idmap::kernel_overflow_id(false),
-                    ),
-                    gids: IdMap::new(req.opts.gid_ranges.clone(), idmap::kernel_overflow_id(true)),
-                },
-                ino32: req.opts.ino32,
-                xattrs: req.opts.xattrs,
-            },
-        ),
-        dev,
-        acl,
-        cfg,
-    ) {
+    let adapter = StrataFs::new(union, adapter_config(&req.opts));
+    let session = match fuser::Session::from_fd(adapter, dev, acl, cfg) {
         Ok(s) => s,
         Err(e) => {
             let _ = unmount(&req.mountpoint, mounted_by, true);
@@ -369,14 +378,7 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     if !req.foreground {
         sys::redirect_stdio_to_null();
     }
-    let mnt = req.mountpoint.clone();
-    std::thread::spawn(move || {
-        let sig = signals.wait();
-        tracing::info!("signal {sig}: unmounting");
-        if let Err(e) = unmount(&mnt, mounted_by, false) {
-            tracing::error!("unmount of '{}' failed: {e}", mnt.display());
-        }
-    });
+    unmount_on_signal(signals, req.mountpoint.clone(), mounted_by);
     // A lazily detached mount (unmounted while files were open) ends with the kernel
     // aborting the connection once the last file closes: a clean stop too.
     let run = match session.run() {

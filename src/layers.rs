@@ -231,11 +231,46 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
         }
         lowers.push((c, md.dev()));
     }
-    let upper = match (&opts.upperdir, &opts.workdir) {
+    let upper = check_upper(opts, &lowers)?;
+    let init = check_init(opts, &lowers, &upper)?;
+    let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
+    if let Some((i, _)) = &init {
+        all.push(i);
+    }
+    if let Some((u, _, w)) = &upper {
+        all.push(u);
+        all.push(w);
+    }
+    for p in all {
+        if within(&mnt, p) || within(p, &mnt) {
+            return Err(format!(
+                "mountpoint '{}': overlaps layer '{}'",
+                mountpoint.display(),
+                p.display()
+            ));
+        }
+    }
+    if let (Some((_, _, w)), false) = (&upper, opts.read_only) {
+        check_volatile(w)?;
+    }
+    Ok(Checked {
+        lowers,
+        upper,
+        init,
+    })
+}
+
+/// The upper and work dirs: both or neither, apart from the lowers and from each other,
+/// on one filesystem. Their canonical paths and the upper's device.
+fn check_upper(
+    opts: &MountOptions,
+    lowers: &[(PathBuf, u64)],
+) -> Result<Option<(PathBuf, u64, PathBuf)>, String> {
+    Ok(match (&opts.upperdir, &opts.workdir) {
         (Some(u), Some(w)) => {
             let (uc, umd) = canonical_dir("upperdir", u)?;
             let (wc, wmd) = canonical_dir("workdir", w)?;
-            for (lc, _) in &lowers {
+            for (lc, _) in lowers {
                 if within(&uc, lc) {
                     return Err(format!(
                         "upperdir '{}': inside lowerdir '{}'",
@@ -287,11 +322,20 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
             ))
         }
         (None, None) => None,
-    };
-    let init = match &opts.initdir {
+    })
+}
+
+/// The init layer: apart from the lowers, the upper and the workdir (but for the one
+/// generated in the workdir).
+fn check_init(
+    opts: &MountOptions,
+    lowers: &[(PathBuf, u64)],
+    upper: &Option<(PathBuf, u64, PathBuf)>,
+) -> Result<Option<(PathBuf, u64)>, String> {
+    Ok(match &opts.initdir {
         Some(i) => {
             let (ic, imd) = canonical_dir("initdir", i)?;
-            for (lc, _) in &lowers {
+            for (lc, _) in lowers {
                 if within(&ic, lc) || within(lc, &ic) {
                     return Err(format!(
                         "initdir '{}': overlaps lowerdir '{}'",
@@ -300,7 +344,7 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
                     ));
                 }
             }
-            if let Some((u, _, w)) = &upper {
+            if let Some((u, _, w)) = upper {
                 // The one place inside the workdir an init layer may be: the one generated
                 // from -o hostname= and friends.
                 let generated = ic == w.join(GENERATED_INIT_SUBDIR);
@@ -318,31 +362,6 @@ fn check(opts: &MountOptions, mountpoint: &Path) -> Result<Checked, String> {
             Some((ic, imd.dev()))
         }
         None => None,
-    };
-    let mut all: Vec<&Path> = lowers.iter().map(|(p, _)| p.as_path()).collect();
-    if let Some((i, _)) = &init {
-        all.push(i);
-    }
-    if let Some((u, _, w)) = &upper {
-        all.push(u);
-        all.push(w);
-    }
-    for p in all {
-        if within(&mnt, p) || within(p, &mnt) {
-            return Err(format!(
-                "mountpoint '{}': overlaps layer '{}'",
-                mountpoint.display(),
-                p.display()
-            ));
-        }
-    }
-    if let (Some((_, _, w)), false) = (&upper, opts.read_only) {
-        check_volatile(w)?;
-    }
-    Ok(Checked {
-        lowers,
-        upper,
-        init,
     })
 }
 
