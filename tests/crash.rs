@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bin, is_mounted, Layers, Rng};
+use common::{is_mounted, spawn_foreground_logged, Layers, Rng};
 
 const BIG: u64 = 100 << 20;
 const WORKERS: usize = 2;
@@ -45,27 +45,6 @@ const NAMES: usize = 10;
 // ----------------------------------------------------------------------------------------
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.fill(&mut v);
-        v
-    }
     /// `min + below(span)` random bytes.
     fn bytes_upto(&mut self, min: u64, span: u64) -> Vec<u8> {
         let n = min + self.below(span);
@@ -157,29 +136,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(opts: &str, mnt: &Path) -> Daemon {
-        let mut child = Command::new(bin())
-            .arg("-f")
-            .arg("-o")
-            .arg(opts)
-            .arg(mnt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn stratafs -f");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(mnt) {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("stratafs -f exited before mounting: {st}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                lazy_unmount(mnt);
-                panic!("stratafs -f did not mount within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // The daemon's own messages go to the test's stderr: a crash test wants them.
+        let child = spawn_foreground_logged(opts, mnt, Stdio::inherit());
         Daemon {
             child: Some(child),
             mnt: mnt.to_path_buf(),

@@ -63,15 +63,6 @@ impl Rng {
     fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x9E37_79B9_7F4A_7C15)
     }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pct(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
     fn data(&mut self, lo: usize, hi: usize) -> Vec<u8> {
         let n = lo + self.below(hi - lo + 1);
         (0..n).map(|_| b'a' + self.below(26) as u8).collect()
@@ -203,9 +194,9 @@ fn big_data(rng: &mut Rng) -> Vec<u8> {
 
 fn gen_xattrs(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
-    if rng.pct(25) {
+    if rng.chance(25) {
         for x in XNAMES {
-            if rng.pct(50) {
+            if rng.chance(50) {
                 v.push((x.to_string(), rng.data(0, 5)));
             }
         }
@@ -216,20 +207,20 @@ fn gen_xattrs(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
 fn gen_dir(rng: &mut Rng, layer: usize, prefix: &str, depth: usize, ents: &mut Vec<LEnt>) {
     let p = [50, 40, 30][depth];
     for name in NAMES {
-        if !rng.pct(p) {
+        if !rng.chance(p) {
             continue;
         }
         let path = join(prefix, name);
         let r = rng.below(100);
         let kind = if r < 38 || (depth >= 2 && r < 70) {
-            LKind::File(if rng.pct(4) {
+            LKind::File(if rng.chance(4) {
                 big_data(rng)
             } else {
                 rng.data(0, 12)
             })
         } else if r < 70 {
             LKind::Dir {
-                opaque: rng.pct(20),
+                opaque: rng.chance(20),
             }
         } else if r < 78 {
             LKind::Symlink(gen_target(rng))
@@ -271,7 +262,7 @@ fn gen_setup(rng: &mut Rng, skip: &HashSet<String>) -> Setup {
             _ => Form::Aufs,
         })
         .collect();
-    let upper_form = if rng.pct(25) {
+    let upper_form = if rng.chance(25) {
         Form::Overlay
     } else {
         Form::Aufs
@@ -280,7 +271,7 @@ fn gen_setup(rng: &mut Rng, skip: &HashSet<String>) -> Setup {
     for layer in 0..n_lowers {
         gen_dir(rng, layer, "", 0, &mut ents);
     }
-    let features = rng.pct(33);
+    let features = rng.chance(33);
     let mut s = Setup {
         n_lowers,
         forms,
@@ -1475,7 +1466,7 @@ impl<'a> Pools<'a> {
         p
     }
     fn fresh(&self, rng: &mut Rng) -> String {
-        if rng.pct(8) {
+        if rng.chance(8) {
             return format!("{}/{}", rng.pick(&NAMES), rng.pick(&NAMES));
         }
         let dir = *rng.pick(&self.dirs);
@@ -1484,7 +1475,7 @@ impl<'a> Pools<'a> {
             .copied()
             .filter(|n| !self.snap.contains_key(&join(dir, n)))
             .collect();
-        if !absent.is_empty() && rng.pct(75) {
+        if !absent.is_empty() && rng.chance(75) {
             join(dir, rng.pick::<&str>(&absent))
         } else {
             join(dir, rng.pick::<&str>(&NAMES))
@@ -1493,14 +1484,14 @@ impl<'a> Pools<'a> {
     /// An xattr name, mostly one that `path` has.
     fn xname(&self, rng: &mut Rng, path: &str) -> String {
         match self.snap.get(path) {
-            Some(e) if !e.xattrs.is_empty() && rng.pct(70) => rng.pick(&e.xattrs).0.clone(),
+            Some(e) if !e.xattrs.is_empty() && rng.chance(70) => rng.pick(&e.xattrs).0.clone(),
             _ => rng.pick(&XNAMES).to_string(),
         }
     }
     fn from(&self, rng: &mut Rng, v: &[&str], p: u64) -> String {
-        if !v.is_empty() && rng.pct(p) {
+        if !v.is_empty() && rng.chance(p) {
             rng.pick(v).to_string()
-        } else if !self.all.is_empty() && rng.pct(50) {
+        } else if !self.all.is_empty() && rng.chance(50) {
             rng.pick(&self.all).to_string()
         } else {
             self.fresh(rng)
@@ -1510,7 +1501,7 @@ impl<'a> Pools<'a> {
         self.from(rng, &self.all.clone(), 92)
     }
     fn new_name(&self, rng: &mut Rng) -> String {
-        if rng.pct(80) {
+        if rng.chance(80) {
             self.fresh(rng)
         } else {
             self.existing(rng)
@@ -1562,12 +1553,12 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
         0 => Op::Create {
             path: p.new_name(rng),
             mode: *rng.pick(&FILE_MODES),
-            excl: rng.pct(40),
-            trunc: rng.pct(30),
+            excl: rng.chance(40),
+            trunc: rng.chance(30),
         },
         1 => Op::Write {
             path: p.from(rng, &p.files, 85),
-            off: if rng.pct(8) {
+            off: if rng.chance(8) {
                 rng.below(300_000)
             } else {
                 rng.below(16)
@@ -1580,7 +1571,7 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
         },
         3 => Op::Truncate {
             path: p.from(rng, &p.files, 85),
-            len: if rng.pct(8) {
+            len: if rng.chance(8) {
                 rng.below(300_000)
             } else {
                 rng.below(24)
@@ -1594,19 +1585,19 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
             mode: *rng.pick(&DIR_MODES),
         },
         6 => Op::Rmdir {
-            path: if rng.pct(50) {
+            path: if rng.chance(50) {
                 p.from(rng, &p.empty_dirs, 100)
             } else {
                 p.from(rng, &p.dirs[1..], 85)
             },
         },
         7 => {
-            let from = if rng.pct(50) {
+            let from = if rng.chance(50) {
                 p.from(rng, &p.dirs[1..], 90)
             } else {
                 p.existing(rng)
             };
-            let to = if rng.pct(35) {
+            let to = if rng.chance(35) {
                 p.existing(rng)
             } else {
                 p.fresh(rng)
@@ -1623,7 +1614,7 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
             to: p.new_name(rng),
         },
         9 => Op::Symlink {
-            target: if rng.pct(30) && !p.all.is_empty() {
+            target: if rng.chance(30) && !p.all.is_empty() {
                 rng.pick(&p.all).to_string()
             } else {
                 gen_target(rng)
@@ -1632,7 +1623,7 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
         },
         10 => Op::Chmod {
             path: p.existing(rng),
-            mode: if rng.pct(50) {
+            mode: if rng.chance(50) {
                 *rng.pick(&FILE_MODES)
             } else {
                 *rng.pick(&DIR_MODES)
@@ -1640,31 +1631,31 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
         },
         11 => Op::Chown {
             path: p.existing(rng),
-            uid: if rng.pct(15) {
+            uid: if rng.chance(15) {
                 u32::MAX
             } else {
                 *rng.pick(&UIDS)
             },
-            gid: if rng.pct(15) {
+            gid: if rng.chance(15) {
                 u32::MAX
             } else {
                 *rng.pick(&GIDS)
             },
-            follow: rng.pct(50),
+            follow: rng.chance(50),
         },
         12 => Op::SetXattr {
             path: p.existing(rng),
             name: rng.pick(&XNAMES).to_string(),
             value: rng.data(0, 6),
             flags: *rng.pick(&[0, 0, 0, libc::XATTR_CREATE, libc::XATTR_REPLACE]),
-            follow: rng.pct(60),
+            follow: rng.chance(60),
         },
         13 => {
             let path = p.from(rng, &p.with_xattrs, 60);
             Op::RemoveXattr {
                 name: p.xname(rng, &path),
                 path,
-                follow: rng.pct(60),
+                follow: rng.chance(60),
             }
         }
         14 => Op::Mkfifo {
@@ -1673,7 +1664,7 @@ fn gen_op(rng: &mut Rng, snap: &Snap, skip: &HashSet<String>) -> Op {
         },
         16 => Op::SetAcl {
             path: p.existing(rng),
-            default: rng.pct(40),
+            default: rng.chance(40),
             which: rng.below(ACLS.len()),
         },
         17 => {

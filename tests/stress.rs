@@ -269,28 +269,9 @@ fn flatten(m: &Model) -> (BTreeMap<String, String>, BTreeSet<Vec<String>>) {
 
 // ------------------------------------------------------------------------------ workers
 
-/// xorshift64*: a small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() {
-            None
-        } else {
-            Some(&v[self.below(v.len())])
-        }
-    }
+/// One element of `v`, None when it is empty.
+fn pick_any<'a, T>(rng: &mut Rng, v: &'a [T]) -> Option<&'a T> {
+    (!v.is_empty()).then(|| rng.pick(v))
 }
 
 /// One writer: owns every name starting with `w<id>_`.
@@ -372,14 +353,14 @@ impl Writer {
         let dirs = self.own_dirs();
         match rng.below(100) {
             0..=17 => {
-                let parent = rng.pick(&places).unwrap().clone();
+                let parent = rng.pick(&places).clone();
                 let p = self.fresh(&parent, "f");
                 let c = format!("w{}:{}\n", self.id, self.seq);
                 let r = fs::write(self.m(&p), &c);
                 self.done(format!("create\t{p}\t{c}"), r);
             }
             18..=31 => {
-                let Some(p) = rng.pick(&files).cloned() else {
+                let Some(p) = pick_any(rng, &files).cloned() else {
                     return;
                 };
                 self.seq += 1;
@@ -397,17 +378,17 @@ impl Writer {
             }
             32..=43 => {
                 // Rename a file, often into another shared dir.
-                let Some(from) = rng.pick(&files).cloned() else {
+                let Some(from) = pick_any(rng, &files).cloned() else {
                     return;
                 };
-                let parent = rng.pick(&places).unwrap().clone();
+                let parent = rng.pick(&places).clone();
                 let to = self.fresh(&parent, "r");
                 let r = fs::rename(self.m(&from), self.m(&to));
                 self.done(format!("rename\t{from}\t{to}"), r);
             }
             44..=51 => {
                 // Rename a directory (a merged lower one included) somewhere not inside itself.
-                let Some(from) = rng.pick(&dirs).cloned() else {
+                let Some(from) = pick_any(rng, &dirs).cloned() else {
                     return;
                 };
                 let targets: Vec<String> = places
@@ -415,29 +396,29 @@ impl Writer {
                     .filter(|p| **p != from && !is_under(p, &from))
                     .cloned()
                     .collect();
-                let parent = rng.pick(&targets).unwrap().clone();
+                let parent = rng.pick(&targets).clone();
                 let to = self.fresh(&parent, "dr");
                 let r = fs::rename(self.m(&from), self.m(&to));
                 self.done(format!("rename\t{from}\t{to}"), r);
             }
             52..=60 => {
-                let Some(p) = rng.pick(&files).cloned() else {
+                let Some(p) = pick_any(rng, &files).cloned() else {
                     return;
                 };
                 let r = fs::remove_file(self.m(&p));
                 self.done(format!("unlink\t{p}"), r);
             }
             61..=67 => {
-                let Some(from) = rng.pick(&files).cloned() else {
+                let Some(from) = pick_any(rng, &files).cloned() else {
                     return;
                 };
-                let parent = rng.pick(&places).unwrap().clone();
+                let parent = rng.pick(&places).clone();
                 let to = self.fresh(&parent, "h");
                 let r = fs::hard_link(self.m(&from), self.m(&to));
                 self.done(format!("link\t{from}\t{to}"), r);
             }
             68..=74 => {
-                let parent = rng.pick(&places).unwrap().clone();
+                let parent = rng.pick(&places).clone();
                 if parent.matches('/').count() > 4 {
                     return;
                 }
@@ -447,7 +428,7 @@ impl Writer {
             }
             75..=79 => {
                 // Empty one of my dirs (files only when it holds no dirs) and remove it.
-                let Some(d) = rng.pick(&dirs).cloned() else {
+                let Some(d) = pick_any(rng, &dirs).cloned() else {
                     return;
                 };
                 let kids = self.model.children(&d);
@@ -467,7 +448,7 @@ impl Writer {
             }
             80..=89 => {
                 // List a place: my names there are exactly the model's.
-                let d = rng.pick(&places).unwrap().clone();
+                let d = rng.pick(&places).clone();
                 self.ops += 1;
                 match fs::read_dir(self.m(&d)) {
                     Err(e) => self.errors.push(format!("list {d}: {e}")),
@@ -513,7 +494,7 @@ impl Writer {
             }
             _ => {
                 // Read one of my files back.
-                let Some(p) = rng.pick(&files).cloned() else {
+                let Some(p) = pick_any(rng, &files).cloned() else {
                     return;
                 };
                 self.ops += 1;
@@ -579,7 +560,9 @@ fn reader(mnt: &Path, rng: &mut Rng, until: Instant) -> (u64, Vec<String>) {
             errors.push(format!(".wh. name listed in {s}: {names:?}"));
         }
         for _ in 0..4 {
-            let Some(n) = rng.pick(&names) else { break };
+            let Some(n) = pick_any(rng, &names) else {
+                break;
+            };
             let p = dir.join(n);
             ops += 1;
             match fs::symlink_metadata(&p) {

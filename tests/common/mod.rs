@@ -151,7 +151,7 @@ impl Mount {
         }
     }
 
-    /// Unmounts now and waits until the mount is gone.
+    /// Unmounts now and waits until the mount and its daemon are gone.
     pub fn unmount(&mut self) {
         if !is_mounted(&self.mnt) {
             return;
@@ -163,6 +163,13 @@ impl Mount {
         }
         if is_mounted(&self.mnt) {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        // The daemon still holds the upper and work dirs until it has exited: a mount of
+        // the same layers right after must not find them in use. (Not forever: a lazily
+        // detached mount's daemon lives on while a test still holds files of it open.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !daemons_for(&self.mnt).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -707,6 +714,16 @@ pub fn mount_tmpfs(dir: &Path, size: &str) -> Mount {
 
 /// Starts the daemon in the foreground (`-f`) and waits until the mount is live.
 pub fn spawn_foreground(opts: &str, mnt: &Path) -> std::process::Child {
+    spawn_foreground_logged(opts, mnt, std::process::Stdio::null())
+}
+
+/// `spawn_foreground` with the daemon's stderr going to `stderr`. A daemon that does not
+/// mount within 20 s is killed and whatever it left at `mnt` detached.
+pub fn spawn_foreground_logged(
+    opts: &str,
+    mnt: &Path,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
     let mut child = Command::new(bin())
         .arg("-f")
         .arg("-o")
@@ -714,10 +731,10 @@ pub fn spawn_foreground(opts: &str, mnt: &Path) -> std::process::Child {
         .arg(mnt)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn stratafs -f");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !is_mounted(mnt) {
         if let Ok(Some(st)) = child.try_wait() {
             panic!("stratafs -f exited before mounting: {st}");
@@ -725,9 +742,10 @@ pub fn spawn_foreground(opts: &str, mnt: &Path) -> std::process::Child {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("stratafs -f did not mount within 10s");
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            panic!("stratafs -f did not mount within 20 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     child
 }
@@ -786,5 +804,68 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A draw in 0..n (0 when n is 0), as u64 or usize.
+    pub fn below<N: Bound>(&mut self, n: N) -> N {
+        let n = n.to_u64();
+        N::from_u64(if n == 0 { 0 } else { self.next() % n })
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100u64) < percent
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.fill(&mut v);
+        v
+    }
+}
+
+/// The integer types a draw can be asked in.
+pub trait Bound: Copy {
+    fn to_u64(self) -> u64;
+    fn from_u64(v: u64) -> Self;
+}
+
+impl Bound for u64 {
+    fn to_u64(self) -> u64 {
+        self
+    }
+    fn from_u64(v: u64) -> u64 {
+        v
+    }
+}
+
+/// Plain integer literals (non-negative ones).
+impl Bound for i32 {
+    fn to_u64(self) -> u64 {
+        self.max(0) as u64
+    }
+    fn from_u64(v: u64) -> i32 {
+        v as i32
+    }
+}
+
+impl Bound for usize {
+    fn to_u64(self) -> u64 {
+        self as u64
+    }
+    fn from_u64(v: u64) -> usize {
+        v as usize
     }
 }
