@@ -263,11 +263,7 @@ run_fs() { # FS
     rm -rf "$d"
 }
 
-T0=$(date +%s)
-for r in $(seq "$REPEAT"); do
-    [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
-    for fs in $FS_LIST; do run_fs "$fs"; done
-done
+run_rounds
 
 # The merged trees after the scenario (types, modes, owners, sizes, link counts, symlink
 # targets) must be those of the kernel overlayfs run.
@@ -280,14 +276,4 @@ if [ -s "$RUN_DIR/manifest.overlay" ]; then
     done
 fi
 
-print_table "apt/dpkg in a chroot ($SUITE minbase + $PKGS)" $FS_LIST
-say ""
-say "versions: stratafs $("$STRATAFS" --version 2>&1 | head -1 | awk '{print $NF}') ($STRATAFS_ORIG); $(uname -sr); $(nproc) CPUs"
-rc=0
-report_fails || rc=1
-if [ $rc = 0 ]; then
-    say "apt.sh: all checks passed on stratafs ($(( $(date +%s) - T0 ))s)"
-else
-    say "apt.sh: FAILED: stratafs misbehaved (see the check failures above; logs were in $RUN_DIR)"
-fi
-exit $rc
+finish_run "apt/dpkg in a chroot ($SUITE minbase + $PKGS)"

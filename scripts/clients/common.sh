@@ -335,6 +335,33 @@ print_table() {
         }' "$RESULTS.order" "$RESULTS"
 }
 
+# run_rounds: run_fs for every filesystem of FS_LIST, REPEAT times; T0 is the start.
+run_rounds() {
+    local r fs
+    T0=$(date +%s)
+    for r in $(seq "$REPEAT"); do
+        [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
+        for fs in $FS_LIST; do run_fs "$fs"; done
+    done
+}
+
+# finish_run TITLE VERSIONS: the table, the versions line, the check failures and the
+# verdict; exits 0 when every check passed on stratafs, 1 otherwise.
+finish_run() {
+    local rc=0 script
+    script=$(basename "$0")
+    print_table "$1" $FS_LIST
+    say ""
+    say "versions: stratafs $("$STRATAFS" --version 2>&1 | head -1 | awk '{print $NF}') ($STRATAFS_ORIG)${2:+; $2}; $(uname -sr); $(nproc) CPUs"
+    report_fails || rc=1
+    if [ $rc = 0 ]; then
+        say "$script: all checks passed on stratafs ($(( $(date +%s) - T0 ))s)"
+    else
+        say "$script: FAILED: stratafs misbehaved (see the check failures above)"
+    fi
+    exit $rc
+}
+
 # Prints the failures and returns 1 when stratafs had any (peers' are informational).
 report_fails() {
     local rc=0

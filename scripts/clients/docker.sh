@@ -182,22 +182,8 @@ run_fs() { # FS
     rm -rf "$DD" "$EX"
 }
 
-T0=$(date +%s)
-for r in $(seq "$REPEAT"); do
-    [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
-    for fs in $FS_LIST; do run_fs "$fs"; done
-done
+run_rounds
 compare_trees $FS_LIST
 compare_diffs docker $FS_LIST
 
-print_table "docker $(/usr/bin/docker --version | awk '{print $3}' | tr -d ,) (overlay2; fuse-overlayfs driver for the FUSE ones)" $FS_LIST
-say ""
-say "versions: stratafs $("$STRATAFS" --version 2>&1 | head -1 | awk '{print $NF}') ($STRATAFS_ORIG, as fuse-overlayfs in PATH); $(uname -sr); $(nproc) CPUs"
-rc=0
-report_fails || rc=1
-if [ $rc = 0 ]; then
-    say "docker.sh: all checks passed on stratafs ($(( $(date +%s) - T0 ))s)"
-else
-    say "docker.sh: FAILED: stratafs misbehaved (see the check failures above)"
-fi
-exit $rc
+finish_run "docker $(/usr/bin/docker --version | awk '{print $3}' | tr -d ,) (overlay2; fuse-overlayfs driver for the FUSE ones)" "as fuse-overlayfs in PATH"

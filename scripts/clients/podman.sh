@@ -203,23 +203,9 @@ run_fs() { # FS
     unset CONTAINERS_STORAGE_CONF
 }
 
-T0=$(date +%s)
-for r in $(seq "$REPEAT"); do
-    [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
-    for fs in $FS_LIST; do run_fs "$fs"; done
-done
+run_rounds
 
 compare_trees $FS_LIST
 compare_diffs podman $FS_LIST
 
-print_table "podman $(podman --version | awk '{print $3}') (overlay driver; mount_program for the FUSE ones)" $FS_LIST
-say ""
-say "versions: stratafs $("$STRATAFS" --version 2>&1 | head -1 | awk '{print $NF}') ($STRATAFS_ORIG); runc $(runc --version | awk 'NR==1 {print $3}'); $(uname -sr); $(nproc) CPUs"
-rc=0
-report_fails || rc=1
-if [ $rc = 0 ]; then
-    say "podman.sh: all checks passed on stratafs ($(( $(date +%s) - T0 ))s)"
-else
-    say "podman.sh: FAILED: stratafs misbehaved (see the check failures above)"
-fi
-exit $rc
+finish_run "podman $(podman --version | awk '{print $3}') (overlay driver; mount_program for the FUSE ones)" "runc $(runc --version | awk 'NR==1 {print $3}')"

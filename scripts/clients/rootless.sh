@@ -254,21 +254,9 @@ run_fs() { # FS
     U podman system migrate >/dev/null 2>&1 || true
 }
 
-T0=$(date +%s)
-for r in $(seq "$REPEAT"); do
-    [ "$REPEAT" = 1 ] || log "=== round $r of $REPEAT"
-    for fs in $FS_LIST; do run_fs "$fs"; done
-done
+run_rounds
 
 compare_trees $FS_LIST
 compare_diffs podman $FS_LIST
 
-print_table "rootless podman $(podman --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}') (uid $RUID, subordinate ids; mount_program for the FUSE ones)" $FS_LIST
-rc=0
-report_fails || rc=1
-if [ $rc = 0 ]; then
-    say "rootless.sh: all checks passed on stratafs ($(( $(date +%s) - T0 ))s)"
-else
-    say "rootless.sh: FAILED: stratafs misbehaved (see the check failures above)"
-fi
-exit $rc
+finish_run "rootless podman $(podman --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}') (uid $RUID, subordinate ids; mount_program for the FUSE ones)"
