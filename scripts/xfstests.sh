@@ -29,6 +29,11 @@
 # FSTYP=fuse: a df wrapper put first in PATH for the stratafs run only shows that type as
 # "fuse". Remounts (mount -o remount) are typed fuse.stratafs by mount(8), so the helper is
 # also linked as /sbin/mount.fuse.stratafs for the run, unless that file already exists.
+# umount returns before the stratafs daemon has exited, and until it has, a new mount of
+# the same upper dir is refused ("in use by another mount"); xfstests unmounts and mounts
+# again right away between and within tests, so the helper waits (up to 60 s) for the
+# daemon of a previous mount of the same device to exit, and logs each wait in
+# $RESULTS/stratafs/mount-helper.log (the summary gives the count and the longest).
 # Then both images are formatted again and ./check -overlay runs on them with the same
 # list (kernel overlayfs over ext4; xfstests mounts it itself, with OVL_BASE_* dirs).
 # The config files are passed to ./check through HOST_OPTIONS; nothing is written into
@@ -55,7 +60,7 @@
 # or when a ./check run was cut short or could not start.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 [ $# -ge 1 ] || usage
 case $1 in -h|--help) usage 0 ;; esac
@@ -112,6 +117,7 @@ for t in mkfs.ext4 losetup findmnt truncate useradd userdel; do
 done
 
 W=$(mktemp -d /var/tmp/stratafs-xfstests-run.XXXXXX)
+chmod 755 "$W" # the tests' users (fsgqa...) must reach TEST_DIR and SCRATCH_MNT under it
 LOOPS=()
 CREATED_USERS=()
 INSTALLED=()
@@ -329,7 +335,9 @@ fi
 first_diff() { # RUN TEST: the first line of the output that differs, or the failure note
 	local d=$RESULTS/$1 t=$2 line=
 	if [ -f "$d/$t.out.bad" ] && [ -f "$XFSTESTS_DIR/tests/$t.out" ]; then
-		line=$(diff "$XFSTESTS_DIR/tests/$t.out" "$d/$t.out.bad" | grep -m1 '^[<>]' || true)
+		# the first unexpected line, else the first missing one
+		line=$(diff "$XFSTESTS_DIR/tests/$t.out" "$d/$t.out.bad" | grep -m1 '^>' || true)
+		[ -n "$line" ] || line=$(diff "$XFSTESTS_DIR/tests/$t.out" "$d/$t.out.bad" | grep -m1 '^<' || true)
 	fi
 	[ -n "$line" ] || line=$(grep -m1 -E "^$t( |$)" "$d/console.log" | cut -c1-150 || true)
 	[ -n "$line" ] || { [ -f "$d/$t.dmesg" ] && line="dmesg: $(head -c 120 "$d/$t.dmesg")"; }

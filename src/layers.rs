@@ -53,15 +53,29 @@ fn lock_in_use(opt: &str, dir: &Path) -> Result<OwnedFd, String> {
     let fd = sys::open_dir_path(dir).map_err(|e| format!("{opt} '{}': {e}", dir.display()))?;
     let fd = sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
         .map_err(|e| format!("{opt} '{}': {e}", dir.display()))?;
-    match sys::try_lock_exclusive(fd.as_fd()) {
-        Ok(()) => Ok(fd),
-        Err(sys::Errno(libc::EWOULDBLOCK)) => Err(format!(
-            "{opt} '{}': in use by another mount (unmount it first)",
-            dir.display()
-        )),
-        Err(e) => Err(format!("{opt} '{}': cannot lock: {e}", dir.display())),
+    // A daemon whose mount was just unmounted still holds the lock for the moment it takes
+    // to see the end of its session and exit: `umount M && mount ... M` must not fail on
+    // that, so a held lock is retried for a while before the dir counts as in use.
+    let deadline = std::time::Instant::now() + IN_USE_GRACE;
+    loop {
+        match sys::try_lock_exclusive(fd.as_fd()) {
+            Ok(()) => return Ok(fd),
+            Err(sys::Errno(libc::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(sys::Errno(libc::EWOULDBLOCK)) => {
+                return Err(format!(
+                    "{opt} '{}': in use by another mount (unmount it first)",
+                    dir.display()
+                ))
+            }
+            Err(e) => return Err(format!("{opt} '{}': cannot lock: {e}", dir.display())),
+        }
     }
 }
+
+/// How long a held upper/work dir lock is waited for (a daemon finishing its exit).
+const IN_USE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Name of our scratch dir inside the user's workdir.
 pub const WORK_SUBDIR: &str = "stratafs.work";

@@ -419,3 +419,36 @@ PY"#;
         ],
     );
 }
+
+/// `umount M && mount ... M` at once, as scripts and xfstests do: the daemon of the old
+/// mount may still be finishing (and holding the upper's in-use lock, S26); the new mount
+/// waits for it instead of refusing the dir. Made certain here with a lazy unmount while a
+/// file is open, which keeps the old daemon for 300 ms after the mount point is free.
+#[test]
+fn mount_right_after_umount_is_not_refused() {
+    let l = Layers::new(1);
+    l.put(0, "f", "x\n");
+    let mount = || Command::new(bin()).arg("-o").arg(l.opts()).arg(&l.mnt).output().unwrap();
+    for i in 0..3 {
+        let out = mount();
+        assert!(out.status.success(), "mount {i}: {}", String::from_utf8_lossy(&out.stderr));
+        let held = fs::File::open(l.m("f")).unwrap();
+        let st = Command::new("umount").arg("-l").arg(&l.mnt).status().unwrap();
+        assert!(st.success());
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let out = mount();
+        closer.join().unwrap();
+        assert!(
+            out.status.success(),
+            "mount {i} while the old daemon finishes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read_to_string(l.m("f")).unwrap(), "x\n");
+        let st = Command::new("umount").arg(&l.mnt).status().unwrap();
+        assert!(st.success());
+    }
+    wait_daemons_gone(&l.mnt);
+}
