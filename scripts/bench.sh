@@ -74,6 +74,11 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE=$REPO/scripts/bench
+case "${1:-}" in
+    -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d'; exit 0 ;;
+    "") ;;
+    *) echo "bench.sh: takes no arguments (settings are BENCH_* variables, see --help)" >&2; exit 2 ;;
+esac
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     RUNS=${BENCH_RUNS:-1}; FIO_SECS=${BENCH_FIO_SECS:-3}; FIO_SIZE=32M; MODE=quick
@@ -96,6 +101,8 @@ WORKLOADS=(${BENCH_WORKLOADS:-W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 W12 W13 W14 C})
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 STRATAFS_OPTS=${STRATAFS_OPTS:-}
 CLK_TCK=$(getconf CLK_TCK)
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -217,14 +224,9 @@ build_stratafs() {
 }
 
 # ---------------------------------------------------------------- layers
-apt_mirror() {
-    grep -rhoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
-        awk '{print $NF}' | grep -E '/debian/?$' | grep -v security | head -1
-}
-
 rootfs_debootstrap() { # DIR
     local mirror
-    mirror=$(apt_mirror); mirror=${mirror:-http://deb.debian.org/debian}
+    mirror=$(find_mirror)
     say "debootstrap --variant=minbase bookworm ($mirror), about 1 min"
     debootstrap --variant=minbase bookworm "$1" "$mirror" >>"$LOG" 2>&1 &&
         [ -x "$1/usr/bin/dpkg" ]
@@ -328,14 +330,10 @@ clean_run_dirs() {
     rm -rf --one-file-system "$U" "$W" "$S"
 }
 
-daemon_pid() { # MNT: the FUSE daemon serving it (its last argument is the mountpoint)
-    local d args
-    for d in /proc/[0-9]*; do
-        { mapfile -d '' args <"$d/cmdline"; } 2>/dev/null || continue
-        [ ${#args[@]} -gt 1 ] || continue
-        [ "${args[-1]}" = "$1" ] || continue
-        case ${args[0]} in *fuse-overlayfs | *stratafs) ;; *) continue ;; esac
-        alive "${d#/proc/}" && { echo "${d#/proc/}"; return; }
+daemon_pid() { # MNT: the live FUSE daemon serving it
+    local p
+    for p in $(daemons_of "$1"); do
+        alive "$p" && { echo "$p"; return; }
     done
 }
 

@@ -15,6 +15,8 @@
 # A run's own dirs (uppers, podman roots, ...) are in a temp dir under the cache, removed
 # at exit together with every mount, daemon and process the run started.
 
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
 CLIENTS_CACHE="${CLIENTS_CACHE:-/var/tmp/stratafs-clients}"
 SUITE="${SUITE:-bookworm}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -110,32 +112,6 @@ find_stratafs() {
     export STRATAFS
 }
 
-# The Debian mirror apt uses on this host (deb822 .sources or one-line .list), for
-# debootstrap; $MIRROR overrides.
-find_mirror() {
-    [ -n "${MIRROR:-}" ] && { echo "$MIRROR"; return; }
-    local f m
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        m=$(awk -v s="$SUITE" '
-            BEGIN { RS = ""; FS = "\n" }
-            { uris = ""; ok = 0
-              for (i = 1; i <= NF; i++) {
-                if ($i ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", $i); split($i, u, /[ \t]+/); uris = u[1] }
-                if ($i ~ /^Suites:/) { n = split($i, w, /[ \t]+/); for (j = 2; j <= n; j++) if (w[j] == s) ok = 1 }
-                if ($i ~ /^Types:/ && $i !~ /(^|[ \t])deb([ \t]|$)/) { ok = 0; break }
-              }
-              if (ok && uris != "") { print uris; exit } }' "$f")
-        [ -n "$m" ] && { echo "$m"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        m=$(sed -E 's/\[[^]]*\]//' "$f" | awk -v s="$SUITE" '$1 == "deb" && $3 == s { print $2; exit }')
-        [ -n "$m" ] && { echo "$m"; return; }
-    done
-    echo "http://deb.debian.org/debian"
-}
-
 # Makes sure $CLIENTS_CACHE/bookworm-minbase.tar.gz and the extracted lower exist.
 # Sets ROOTFS_TAR and ROOTFS.
 ensure_rootfs() {
@@ -189,17 +165,6 @@ trap 'run_cleanup' EXIT
 trap 'exit 130' INT TERM HUP
 
 is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
-
-# PIDs of the stratafs / fuse-overlayfs daemons serving mount point $1 (found by their
-# command line, which ends with the mount point: these are daemons this run started).
-daemons_of() {
-    local p cmd
-    for p in /proc/[0-9]*; do
-        cmd=$( { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | tail -1) || continue
-        [ "$cmd" = "$1" ] && echo "${p#/proc/}"
-    done
-    return 0
-}
 
 # Unmounts $1 and waits for it to be gone; lazily, and killing its daemon by PID, if it
 # will not go. Usage: unmount_wait MNT
