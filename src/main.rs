@@ -47,7 +47,55 @@ fn help_command() -> clap::Command {
         cmd = cmd.subcommand(clap::Command::new(name).about(about));
     }
     cmd.subcommand(clap::Command::new("help").about("Print this help, or the help of one command"))
+        .subcommand(
+            clap::Command::new("man")
+                .about("Print the manual page (roff; `stratafs man | man -l -`)"),
+        )
+        .subcommand(
+            clap::Command::new("completions").about(
+                "Print shell completions: stratafs completions bash|zsh|fish|elvish|powershell",
+            ),
+        )
         .disable_help_subcommand(true)
+}
+
+/// `stratafs man`: the manual page, from the same definitions as `--help`.
+fn man_main(args: &[OsString]) -> i32 {
+    if !args.is_empty() {
+        eprintln!("stratafs man: takes no arguments");
+        return 1;
+    }
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(help_command()).render(&mut out) {
+        Ok(()) => 0,
+        // A closed stdout (`stratafs man | head`) is no failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("stratafs man: {e}");
+            1
+        }
+    }
+}
+
+/// `stratafs completions SHELL`: completions of the commands and flags for SHELL.
+fn completions_main(args: &[OsString]) -> i32 {
+    use std::str::FromStr;
+    let shells = "bash, zsh, fish, elvish, powershell";
+    let shell = match args {
+        [one] => clap_complete::Shell::from_str(&one.to_string_lossy()).ok(),
+        _ => None,
+    };
+    let Some(shell) = shell else {
+        eprintln!("stratafs completions: expected one shell ({shells})");
+        return 1;
+    };
+    clap_complete::generate(
+        shell,
+        &mut help_command(),
+        "stratafs",
+        &mut std::io::stdout(),
+    );
+    0
 }
 
 fn print_help() -> i32 {
@@ -77,8 +125,14 @@ fn help_main(args: &[OsString]) -> i32 {
     if ["help", "-h", "--help"].contains(&name.as_ref()) {
         return print_help();
     }
+    if ["man", "completions"].contains(&name.as_ref()) {
+        if let Some(sub) = help_command().find_subcommand_mut(name.as_ref()) {
+            let _ = sub.print_help();
+            return 0;
+        }
+    }
     eprintln!(
-        "stratafs help: unknown command '{}' (commands: {}, help)",
+        "stratafs help: unknown command '{}' (commands: {}, help, man, completions)",
         layertool::one_line(&name),
         layertool::SUBCOMMANDS.join(", ")
     );
@@ -125,8 +179,12 @@ fn main() {
         }
         // mount.fuse3 runs `stratafs SOURCE MOUNTPOINT -o OPTIONS` with the first field of
         // an fstab line as SOURCE, which may be any word: with `-o`, `help` is a SOURCE.
-        if sub == "help" && !rest.iter().any(|a| a.as_bytes().starts_with(b"-o")) {
-            std::process::exit(help_main(&rest));
+        let mounting = rest.iter().any(|a| a.as_bytes().starts_with(b"-o"));
+        match sub.as_str() {
+            "help" if !mounting => std::process::exit(help_main(&rest)),
+            "man" if !mounting => std::process::exit(man_main(&rest)),
+            "completions" if !mounting => std::process::exit(completions_main(&rest)),
+            _ => {}
         }
     }
     let cli = match Cli::try_parse() {

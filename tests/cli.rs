@@ -13,8 +13,17 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::process::{Command, Output};
 
-/// The layer tools and `help`, in the order the help lists them.
-const COMMANDS: [&str; 6] = ["diff", "commit", "import", "init-layer", "stats", "help"];
+/// The layer tools, `help`, `man` and `completions`, in the order the help lists them.
+const COMMANDS: [&str; 8] = [
+    "diff",
+    "commit",
+    "import",
+    "init-layer",
+    "stats",
+    "help",
+    "man",
+    "completions",
+];
 
 fn stratafs(args: &[&str]) -> Output {
     Command::new(bin())
@@ -138,7 +147,7 @@ fn help_of_an_unknown_command_is_one_line_and_exit_1() {
     assert_eq!(
         refused(&["help", "frobnicate"]),
         "stratafs help: unknown command 'frobnicate' (commands: diff, commit, import, \
-         init-layer, stats, help)"
+         init-layer, stats, help, man, completions)"
     );
     // Control characters cannot break the line.
     let line = refused(&["help", "a\nb\x1b[2J"]);
@@ -173,7 +182,7 @@ fn help_as_the_source_of_a_mount_still_mounts() {
         refused(&["help", &mnt]),
         format!(
             "stratafs help: unknown command '{mnt}' (commands: diff, commit, import, \
-             init-layer, stats, help)"
+             init-layer, stats, help, man, completions)"
         )
     );
 }
@@ -211,4 +220,31 @@ fn stats_report_what_the_daemon_did() {
     assert!(report.contains("memory: RSS"), "{report}");
     let err = refused(&["stats", l.root().to_str().unwrap()]);
     assert!(err.contains("not the root of a stratafs mount"), "{err}");
+}
+
+/// `stratafs man` prints a manual page of the same command line and commands;
+/// `stratafs completions SHELL` prints completions that know the commands; a bad shell is
+/// one line and exit 1; with `-o`, `man` is a SOURCE as `help` is.
+#[test]
+fn man_page_and_completions() {
+    let man = ok(&["man"]);
+    assert!(man.contains(".TH stratafs 1"), "{man}");
+    for want in [
+        "\\-o",
+        "lowerdir=A:B",
+        "stratafs\\-diff",
+        "stratafs\\-commit",
+    ] {
+        assert!(man.contains(want), "no {want} in the man page:\n{man}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let c = ok(&["completions", shell]);
+        for cmd in ["diff", "commit", "init-layer", "stats"] {
+            assert!(c.contains(cmd), "{shell} completions lack {cmd}");
+        }
+    }
+    let err = refused(&["completions", "tcsh"]);
+    assert!(err.contains("expected one shell"), "{err}");
+    let err = refused(&["man", "extra"]);
+    assert!(err.contains("takes no arguments"), "{err}");
 }

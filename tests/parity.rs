@@ -428,12 +428,27 @@ PY"#;
 fn mount_right_after_umount_is_not_refused() {
     let l = Layers::new(1);
     l.put(0, "f", "x\n");
-    let mount = || Command::new(bin()).arg("-o").arg(l.opts()).arg(&l.mnt).output().unwrap();
+    let mount = || {
+        Command::new(bin())
+            .arg("-o")
+            .arg(l.opts())
+            .arg(&l.mnt)
+            .output()
+            .unwrap()
+    };
     for i in 0..3 {
         let out = mount();
-        assert!(out.status.success(), "mount {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mount {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let held = fs::File::open(l.m("f")).unwrap();
-        let st = Command::new("umount").arg("-l").arg(&l.mnt).status().unwrap();
+        let st = Command::new("umount")
+            .arg("-l")
+            .arg(&l.mnt)
+            .status()
+            .unwrap();
         assert!(st.success());
         let closer = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(300));
