@@ -7,11 +7,14 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+
+mod common;
+use common::{chmod, cpath, mknod, names, set_xattr};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -56,10 +59,6 @@ fn mkdir(p: &Path) {
     fs::create_dir_all(p).unwrap();
 }
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
 fn check(r: libc::c_int, what: &str, p: &Path) {
     assert!(
         r == 0,
@@ -67,22 +66,6 @@ fn check(r: libc::c_int, what: &str, p: &Path) {
         p.display(),
         std::io::Error::last_os_error()
     );
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = cpath(p);
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    check(r, "lsetxattr", p);
 }
 
 fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -105,13 +88,6 @@ fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
         out.insert(String::from_utf8_lossy(name).into_owned(), v);
     }
     out
-}
-
-fn mknod(p: &Path, kind: libc::mode_t, perm: u32, major: u32, minor: u32) {
-    let c = cpath(p);
-    // SAFETY: valid C string.
-    let r = unsafe { libc::mknod(c.as_ptr(), kind | perm, libc::makedev(major, minor)) };
-    check(r, "mknod", p);
 }
 
 /// Sets atime and/or mtime (None leaves it) without following a symlink.
@@ -140,21 +116,8 @@ fn set_times(p: &Path, atime: Option<(i64, i64)>, mtime: Option<(i64, i64)>) {
     check(r, "utimensat", p);
 }
 
-fn chmod(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
-}
-
 fn lchown(p: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -162,13 +125,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn is_private_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.")
-        || name.starts_with("user.overlay.")
-        || name.starts_with("trusted.stratafs.")
-        || name.starts_with("user.stratafs.")
 }
 
 /// Everything the round trip must keep of one entry.
@@ -249,7 +205,7 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 rdev: is_dev.then(|| (libc::major(md.rdev()), libc::minor(md.rdev()))),
                 xattrs: xattrs(&p)
                     .into_iter()
-                    .filter(|(k, _)| !is_private_xattr(k))
+                    .filter(|(k, _)| !stratafs::private_xattrs::is_private(OsStr::new(k)))
                     .collect(),
                 same_inode,
             },
@@ -307,13 +263,13 @@ fn diff_fixture(root: &Path) -> (PathBuf, String) {
     put(&l0.join("dir2/top"), b"lower0");
 
     put(&u.join(".wh.p"), b""); // aufs whiteout of a lower file
-    mknod(&u.join("q"), libc::S_IFCHR, 0o600, 0, 0); // overlay whiteout
+    mknod(&u.join("q"), libc::S_IFCHR | 0o600, 0, 0).unwrap(); // overlay whiteout
     put(&u.join(".wh.z"), b""); // hides what l0 already hid
     put(&u.join(".wh.never"), b""); // hides nothing
     put(&u.join("a/.wh..wh..opq"), b""); // aufs opaque dir
     put(&u.join("a/n"), b"new");
     mkdir(&u.join("dir2/deep"));
-    set_xattr(&u.join("dir2"), "trusted.overlay.opaque", b"y"); // overlay opaque dir
+    set_xattr(&u.join("dir2"), "trusted.overlay.opaque", b"y").unwrap(); // overlay opaque dir
     put(&u.join("dir2/deep/new"), b"new");
     put(&u.join("newdir/f"), b"new");
     put(&u.join("keep/k"), b"changed");
@@ -394,10 +350,10 @@ fn rich_upper(u: &Path) {
     put(&u.join("d/ro/inside"), b"in a read-only dir");
     lchown(&u.join("d"), 1000, 1001);
     lchown(&u.join("d/file"), 1000, 1001);
-    set_xattr(&u.join("d/file"), "user.color", b"blue");
-    set_xattr(&u.join("d/file"), "trusted.note", b"\x00\x01binary");
-    set_xattr(&u.join("d/file"), "user.overlay.secret", b"private");
-    set_xattr(&u.join("d"), "user.dirattr", b"yes");
+    set_xattr(&u.join("d/file"), "user.color", b"blue").unwrap();
+    set_xattr(&u.join("d/file"), "trusted.note", b"\x00\x01binary").unwrap();
+    set_xattr(&u.join("d/file"), "user.overlay.secret", b"private").unwrap();
+    set_xattr(&u.join("d"), "user.dirattr", b"yes").unwrap();
     chmod(&u.join("d/file"), 0o4755);
     chmod(&u.join("d"), 0o750);
     put(&u.join("empty"), b"");
@@ -417,9 +373,9 @@ fn rich_upper(u: &Path) {
     put(&u.join("hl1"), b"shared inode");
     fs::hard_link(u.join("hl1"), u.join("d/hl2")).unwrap();
     fs::hard_link(u.join("hl1"), u.join("hl3")).unwrap();
-    mknod(&u.join("chr"), libc::S_IFCHR, 0o666, 1, 3);
-    mknod(&u.join("blk"), libc::S_IFBLK, 0o660, 7, 0);
-    mknod(&u.join("fifo"), libc::S_IFIFO, 0o644, 0, 0);
+    mknod(&u.join("chr"), libc::S_IFCHR | 0o666, 1, 3).unwrap();
+    mknod(&u.join("blk"), libc::S_IFBLK | 0o660, 7, 0).unwrap();
+    mknod(&u.join("fifo"), libc::S_IFIFO | 0o644, 0, 0).unwrap();
     put(&u.join("ünïcødé name"), b"utf-8");
     put(&u.join(OsStr::from_bytes(b"raw\xffbyte")), b"not utf-8");
     put(&u.join(".wh.gone"), b"");
@@ -471,7 +427,7 @@ fn commit_is_deterministic_and_ignores_atimes() {
         }
     }
     // Nothing but the outputs was written beside them.
-    assert_eq!(names_in(t.path()), vec!["upper"]);
+    assert_eq!(names(t.path()), vec!["upper"]);
 }
 
 #[test]
@@ -512,9 +468,9 @@ fn commit_output_is_read_by_python_tarfile_and_gnu_tar() {
     let t = tmpdir();
     let u = t.path().join("upper");
     rich_upper(&u);
-    mknod(&u.join("ovl-wh"), libc::S_IFCHR, 0o644, 0, 0);
+    mknod(&u.join("ovl-wh"), libc::S_IFCHR | 0o644, 0, 0).unwrap();
     mkdir(&u.join("ovl-opq"));
-    set_xattr(&u.join("ovl-opq"), "trusted.overlay.opaque", b"y");
+    set_xattr(&u.join("ovl-opq"), "trusted.overlay.opaque", b"y").unwrap();
     put(&u.join("etc/hosts"), b"init layer file");
     let tarfile = t.path().join("layer.tar");
     commit(&u, &tarfile, false);
@@ -630,7 +586,7 @@ fn expect_refusal(tar_bytes: Vec<u8>, message: &str) {
     assert_eq!(r.code, 1, "stdout {} stderr {}", r.stdout, r.stderr);
     assert_eq!(r.stderr, format!("stratafs import: {message}\n"));
     assert_eq!(
-        names_in(t.path()),
+        names(t.path()),
         vec!["bad.tar"],
         "something was left behind"
     );
@@ -684,7 +640,7 @@ fn import_refuses_a_path_through_a_symlink_unpacked_earlier() {
         t,
         "refusing entry 'lnk/evil': path goes through symlink 'lnk'",
     );
-    assert!(names_in(outside.path()).is_empty());
+    assert!(names(outside.path()).is_empty());
 
     // The same through a relative symlink deeper down.
     let mut t = Vec::new();
@@ -739,8 +695,8 @@ fn import_failure_keeps_an_empty_target_dir_empty() {
     mkdir(&dir);
     let r = stratafs(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
     assert_eq!(r.code, 1);
-    assert!(names_in(&dir).is_empty());
-    assert_eq!(names_in(t.path()), vec!["bad.tar", "layer"]);
+    assert!(names(&dir).is_empty());
+    assert_eq!(names(t.path()), vec!["bad.tar", "layer"]);
 }
 
 #[test]
@@ -781,8 +737,8 @@ fn import_writes_aufs_whiteouts_by_default() {
     fs::write(&tarfile, whiteout_tar()).unwrap();
     let dir = t.path().join("layer");
     ok(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
-    assert_eq!(names_in(&dir), vec![".wh.gone", ".wh.x", "d", "x"]);
-    assert_eq!(names_in(&dir.join("d")), vec![".wh..wh..opq", "f"]);
+    assert_eq!(names(&dir), vec![".wh.gone", ".wh.x", "d", "x"]);
+    assert_eq!(names(&dir.join("d")), vec![".wh..wh..opq", "f"]);
     assert!(fs::symlink_metadata(dir.join(".wh.gone"))
         .unwrap()
         .is_file());
@@ -801,8 +757,8 @@ fn import_writes_overlay_whiteouts_on_request() {
         dir.as_os_str(),
         "--whiteout=overlay".as_ref(),
     ]);
-    assert_eq!(names_in(&dir), vec!["d", "gone", "x"]);
-    assert_eq!(names_in(&dir.join("d")), vec!["f"]);
+    assert_eq!(names(&dir), vec!["d", "gone", "x"]);
+    assert_eq!(names(&dir.join("d")), vec!["f"]);
     let gone = fs::symlink_metadata(dir.join("gone")).unwrap();
     assert_eq!(gone.mode() & libc::S_IFMT, libc::S_IFCHR);
     assert_eq!(gone.rdev(), 0);
@@ -814,7 +770,7 @@ fn import_writes_overlay_whiteouts_on_request() {
         xattrs(&dir.join("x")).get("trusted.overlay.opaque"),
         Some(&b"y".to_vec())
     );
-    assert_eq!(names_in(&dir.join("x")), vec!["kept"]);
+    assert_eq!(names(&dir.join("x")), vec!["kept"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -863,9 +819,9 @@ fn import_of_the_overlay_forms_round_trips_to_overlay_forms() {
     let t = tmpdir();
     let u = t.path().join("upper");
     mkdir(&u);
-    mknod(&u.join("gone"), libc::S_IFCHR, 0o600, 0, 0);
+    mknod(&u.join("gone"), libc::S_IFCHR | 0o600, 0, 0).unwrap();
     put(&u.join("opq/kept"), b"kept");
-    set_xattr(&u.join("opq"), "trusted.overlay.opaque", b"y");
+    set_xattr(&u.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
     let tarfile = t.path().join("l.tar");
     commit(&u, &tarfile, false);
     let dir = t.path().join("imported");
@@ -875,8 +831,8 @@ fn import_of_the_overlay_forms_round_trips_to_overlay_forms() {
         dir.as_os_str(),
         "--whiteout=overlay".as_ref(),
     ]);
-    assert_eq!(names_in(&dir), vec!["gone", "opq"]);
-    assert_eq!(names_in(&dir.join("opq")), vec!["kept"]);
+    assert_eq!(names(&dir), vec!["gone", "opq"]);
+    assert_eq!(names(&dir.join("opq")), vec!["kept"]);
     assert_eq!(fs::symlink_metadata(dir.join("gone")).unwrap().rdev(), 0);
     assert_eq!(
         xattrs(&dir.join("opq")).get("trusted.overlay.opaque"),
@@ -925,7 +881,7 @@ fn init_layer_writes_hosts_hostname_and_resolv_conf() {
         "nameserver 1.1.1.1\nnameserver 2606:4700::1111\nsearch example.com\n"
     );
     assert_eq!(
-        names_in(&dir.join("etc")),
+        names(&dir.join("etc")),
         vec!["hostname", "hosts", "resolv.conf"]
     );
     let mode = fs::metadata(dir.join("etc/hosts")).unwrap().mode() & 0o777;
@@ -988,7 +944,7 @@ fn init_layer_does_not_write_through_a_symlinked_etc() {
         "{}",
         r.stderr
     );
-    assert!(names_in(&elsewhere).is_empty());
+    assert!(names(&elsewhere).is_empty());
 }
 
 #[test]
@@ -1027,7 +983,7 @@ fn commit_into_the_upper_leaves_its_own_output_out() {
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["f"]);
-    assert_eq!(names_in(&u), vec!["f", "layer.tar"]);
+    assert_eq!(common::names(&u), vec!["f", "layer.tar"]);
 }
 
 #[test]
