@@ -15,27 +15,31 @@
 #     RESULTS           where results go (default /var/tmp/stratafs-xfstests/YYYYmmdd-HHMMSS)
 #     ONLY=stratafs|overlay   run one side only (the comparison then shows one column)
 #     IMG_SIZE          size of each sparse loop image (default 10G)
+#     BASE_FSTYP        ext4 or xfs: the base filesystems under both (default ext4)
 #     CHECK_TIMEOUT     seconds allowed for each ./check run, 0 = no limit (default 0);
 #                       a run cut short is reported as such, with what had finished
 #
-# What it does: makes two sparse images, attaches them to loop devices and formats them
-# ext4 (the "test" and "scratch" base filesystems). For stratafs it mounts them, makes
-# lower1, lower2 (empty), upper and work dirs on each, and installs for the run a mount(8)
-# helper /sbin/mount.fuse.stratafs-xfstests that maps the device names "stratafs-test" /
-# "stratafs-scratch" to those dirs and runs stratafs through its mount(8) helper protocol
-# (a link named mount.stratafs). xfstests runs with FSTYP=fuse FUSE_SUBTYP=.stratafs-xfstests,
-# and "mkfs"es the fuse scratch fs by mounting it and rm -rf'ing its contents (common/rc).
+# What it does: makes two sparse images, attaches them to loop devices and formats
+# them $BASE_FSTYP (the "test" and "scratch" base filesystems). For stratafs it mounts
+# them, makes lower1, lower2 (empty), upper and work dirs on each, and installs for the
+# run a mount(8) helper /sbin/mount.fuse.stratafs-xfstests that maps the device names
+# "stratafs-test" / "stratafs-scratch" to those dirs and runs stratafs through its
+# mount(8) helper protocol (a link named mount.stratafs). xfstests runs with FSTYP=fuse
+# FUSE_SUBTYP=.stratafs-xfstests, and "mkfs"es the fuse scratch fs by mounting it and
+# rm -rf'ing its contents (common/rc).
 # stratafs mounts show the type fuse.stratafs, which xfstests' sanity check compares with
 # FSTYP=fuse: a df wrapper put first in PATH for the stratafs run only shows that type as
-# "fuse". Remounts (mount -o remount) are typed fuse.stratafs by mount(8), so the helper is
-# also linked as /sbin/mount.fuse.stratafs for the run, unless that file already exists.
+# "fuse". mount(8) types a "mount -o remount MNT" without -t from /proc/mounts
+# (fuse.stratafs), so the helper is also linked as /sbin/mount.fuse.stratafs for the run,
+# unless that file already exists; it passes remounts on unchanged.
 # umount returns before the stratafs daemon has exited, and until it has, a new mount of
 # the same upper dir is refused ("in use by another mount"); xfstests unmounts and mounts
 # again right away between and within tests, so the helper waits (up to 60 s) for the
 # daemon of a previous mount of the same device to exit, and logs each wait in
 # $RESULTS/stratafs/mount-helper.log (the summary gives the count and the longest).
 # Then both images are formatted again and ./check -overlay runs on them with the same
-# list (kernel overlayfs over ext4; xfstests mounts it itself, with OVL_BASE_* dirs).
+# list (kernel overlayfs over the same base fs; xfstests mounts it itself, with its
+# OVL_BASE_* dirs).
 # The config files are passed to ./check through HOST_OPTIONS; nothing is written into
 # XFSTESTS_DIR. The tests that need users run with fsgqa, fsgqa2 and 123456-fsgqa, which
 # are created for the run if missing.
@@ -60,7 +64,7 @@
 # or when a ./check run was cut short or could not start.
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 [ $# -ge 1 ] || usage
 case $1 in -h|--help) usage 0 ;; esac
@@ -112,7 +116,9 @@ if [ "$ONLY" != stratafs ]; then
 	grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
 		die "kernel overlayfs is not available"
 fi
-for t in mkfs.ext4 losetup findmnt truncate useradd userdel; do
+BASE_FSTYP=${BASE_FSTYP:-ext4}
+case $BASE_FSTYP in ext4|xfs) ;; *) die "BASE_FSTYP must be ext4 or xfs" ;; esac
+for t in mkfs.$BASE_FSTYP losetup findmnt truncate useradd userdel; do
 	command -v $t >/dev/null || die "$t missing"
 done
 
@@ -185,8 +191,13 @@ TEST_LOOP=${LOOPS[0]}
 SCRATCH_LOOP=${LOOPS[1]}
 
 format_bases() {
-	mkfs.ext4 -q -F "$TEST_LOOP"
-	mkfs.ext4 -q -F "$SCRATCH_LOOP"
+	local d
+	for d in "$TEST_LOOP" "$SCRATCH_LOOP"; do
+		case $BASE_FSTYP in
+		ext4) mkfs.ext4 -q -F "$d" ;;
+		xfs) mkfs.xfs -q -f "$d" ;;
+		esac
+	done
 }
 
 # The summary of one run: "passed failed notrun" lists into $RESULTS/$1/{ran,failed,notrun}.
@@ -321,7 +332,7 @@ fi
 if [ "$ONLY" != stratafs ]; then
 	format_bases
 	cat >"$W/overlay.config" <<EOF
-export FSTYP=ext4
+export FSTYP=$BASE_FSTYP
 export TEST_DEV=$TEST_LOOP
 export TEST_DIR=$W/base-test
 export SCRATCH_DEV=$SCRATCH_LOOP
@@ -348,7 +359,7 @@ count() { if [ -f "$1" ]; then wc -l <"$1"; else echo -; fi; }
 
 {
 	echo
-	echo "xfstests $WHAT ($(cd "$XFSTESTS_DIR" && git describe --always 2>/dev/null || echo unknown)), kernel $(uname -r), $(date)"
+	echo "xfstests $WHAT ($(cd "$XFSTESTS_DIR" && git describe --always 2>/dev/null || echo unknown)), kernel $(uname -r), base fs $BASE_FSTYP, $(date)"
 	printf '%-10s %8s %8s %8s  %s\n' fs passed failed "not run" note
 	for fs in stratafs overlay; do
 		[ -d "$RESULTS/$fs" ] || continue
@@ -356,10 +367,11 @@ count() { if [ -f "$1" ]; then wc -l <"$1"; else echo -; fi; }
 			"$(count "$RESULTS/$fs/failed")" "$(count "$RESULTS/$fs/notrun")" \
 			"$(cat "$RESULTS/$fs/incomplete" 2>/dev/null || true)"
 	done
-	if [ -f "$RESULTS/stratafs/mount-helper.log" ]; then
-		echo "stratafs: $(grep -c ' waited ' "$RESULTS/stratafs/mount-helper.log" || true) mounts waited for the" \
-			"daemon of the previous mount to exit (longest $(sed -n 's/.* waited \([0-9]*\) ms$/\1/p' \
-			"$RESULTS/stratafs/mount-helper.log" | sort -n | tail -1) ms), see mount-helper.log"
+	waits=$(sed -n 's/.* waited \([0-9]*\) ms$/\1/p' "$RESULTS/stratafs/mount-helper.log" 2>/dev/null |
+		sort -n || true)
+	if [ -n "$waits" ]; then
+		echo "stratafs: $(echo "$waits" | wc -l) mounts waited for the daemon of the previous" \
+			"mount to exit (longest $(echo "$waits" | tail -1) ms), see mount-helper.log"
 	fi
 	if [ -s "$RESULTS/stratafs/unmount-problems" ]; then
 		echo "stratafs unmount/daemon problems:"; sed 's/^/  /' "$RESULTS/stratafs/unmount-problems"
@@ -372,6 +384,11 @@ count() { if [ -f "$1" ]; then wc -l <"$1"; else echo -; fi; }
 		echo
 		echo "Not run on stratafs, run on overlay ($(comm -12 "$S/notrun" "$O/ran" | wc -l)):"
 		for t in $(comm -12 "$S/notrun" "$O/ran"); do echo "  $t: $(notrun_reason stratafs "$t")"; done
+		echo
+		echo "Failed on stratafs, not run on overlay ($(comm -12 "$S/failed" "$O/notrun" | wc -l)):"
+		for t in $(comm -12 "$S/failed" "$O/notrun"); do
+			echo "  $t: $(first_diff stratafs "$t") [overlay: $(notrun_reason overlay "$t")]"
+		done
 		echo
 		echo "Failed on both: $(comm -12 "$S/failed" "$O/failed" | tr '\n' ' ')"
 		echo "Failed on overlay only: $(comm -13 "$S/failed" "$O/failed" | tr '\n' ' ')"

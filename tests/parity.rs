@@ -467,3 +467,31 @@ fn mount_right_after_umount_is_not_refused() {
     }
     wait_daemons_gone(&l.mnt);
 }
+
+fn mmap_layout(l: &Path) {
+    sh(l, "echo lower > lowerfile");
+}
+
+/// A write through a shared mmap updates mtime and ctime, as on overlayfs (issue 10, item
+/// 17; xfstests generic/080 and 215): with passthrough the kernel writes the layer file
+/// itself, so the attributes the kernel cached must go when the file is closed.
+#[test]
+fn mmap_write_updates_mtime_as_on_overlayfs() {
+    const MMAP_WRITE: &str = r#"for f in newfile lowerfile; do
+  [ -e $f ] || echo data > $f
+  before=$(stat -c '%Y %Z' $f); sleep 1.1
+  python3 -c "import mmap,sys; f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0); m[0:1]=b'X'; m.close(); f.close()" $f
+  after=$(stat -c '%Y %Z' $f)
+  [ "$before" != "$after" ] && echo "$f: times updated" || echo "$f: times NOT updated"
+  head -c 1 $f; echo
+done"#;
+    same_as_overlayfs(mmap_layout, &[root(MMAP_WRITE)]);
+    let l = Layers::new(1);
+    mmap_layout(&l.lowers[0]);
+    let _m = l.mount("");
+    let out = run(&l.mnt, As::Root, MMAP_WRITE);
+    assert!(
+        out.contains("newfile: times updated") && out.contains("lowerfile: times updated"),
+        "{out}"
+    );
+}

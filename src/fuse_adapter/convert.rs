@@ -160,7 +160,7 @@ impl StrataFs {
                 // A new object's kernel inode has no open files, so this cannot happen;
                 // answered as a failed open all the same (and the entry's lookup is not
                 // the kernel's then).
-                self.union.release(fh);
+                self.union.release(fh, false);
                 self.union.forget(a.nodeid, 1);
                 return reply.error(FErrno::from_i32(libc::EIO));
             }

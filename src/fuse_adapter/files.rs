@@ -38,7 +38,7 @@ impl StrataFs {
                 // backing for the files already open; lookups answer with a new node id
                 // from now on, and ESTALE makes the VFS look the path up again (with
                 // LOOKUP_REVAL) and open the new inode.
-                self.union.release(fh);
+                self.union.release(fh, false);
                 self.union.supersede(number, ino.0);
                 reply.error(FErrno::from_i32(libc::ESTALE))
             }

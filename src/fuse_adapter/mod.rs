@@ -386,14 +386,15 @@ impl Filesystem for StrataFs {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let _timing = self.stats.time(Op::Release);
         self.io.release(fh.0);
-        self.union.release(fh.0);
+        let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        self.union.release(fh.0, writable);
         reply.ok();
     }
 

@@ -222,8 +222,15 @@ impl Union {
         Ok(done as u32)
     }
 
-    pub fn release(&self, fh: u64) {
+    /// Closes an open file. One that was open for writing may have changed its data and
+    /// times where no request showed it (a shared writable mmap of a passthrough file
+    /// writes to the layer file directly): the kernel's cached attributes go (S27).
+    pub fn release(&self, fh: u64, was_writable: bool) {
+        let ino = self.files.get(fh).map(|f| f.ino);
         self.files.remove(fh);
+        if let (true, Ok(ino)) = (was_writable, ino) {
+            self.attributes_changed(ino);
+        }
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
