@@ -67,7 +67,7 @@ set -euo pipefail
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 [ $# -ge 1 ] || usage
-case $1 in -h|--help) usage 0 ;; esac
+case $1 in -h|--help) usage 0 ;; -*) usage ;; esac
 XFSTESTS_DIR=$(readlink -f "$1"); shift
 GROUP=quick
 TESTS=()
@@ -239,11 +239,14 @@ run_check() { # NAME CONFIG [extra check args]
 	) </dev/null 2>&1 | tee "$RESULTS/$name/console.log" && rc=0 || rc=$?
 	echo "$rc" >"$RESULTS/$name/check.rc"
 	collect "$name"
-	if ! grep -qE '^(Passed all|Failed) [0-9]+ ' "$RESULTS/$name/console.log"; then
-		if grep -q '^Interrupted' "$RESULTS/$name/console.log" || [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-			echo "CUT SHORT (exit $rc)" >"$RESULTS/$name/incomplete"
-		elif [ ! -s "$RESULTS/$name/ran" ] && [ ! -s "$RESULTS/$name/notrun" ]; then
+	local con=$RESULTS/$name/console.log
+	if grep -q '^Interrupted' "$con" || [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		echo "CUT SHORT (exit $rc)" >"$RESULTS/$name/incomplete"
+	elif ! grep -qE '^(Passed all|Failed) [0-9]+ ' "$con"; then
+		if [ ! -s "$RESULTS/$name/ran" ] && [ ! -s "$RESULTS/$name/notrun" ]; then
 			echo "DID NOT START (exit $rc)" >"$RESULTS/$name/incomplete"
+		else
+			echo "ENDED WITHOUT A SUMMARY (exit $rc)" >"$RESULTS/$name/incomplete"
 		fi
 	fi
 	return 0
@@ -351,7 +354,7 @@ first_diff() { # RUN TEST: the first line of the output that differs, or the fai
 		[ -n "$line" ] || line=$(diff "$XFSTESTS_DIR/tests/$t.out" "$d/$t.out.bad" | grep -m1 '^<' || true)
 	fi
 	[ -n "$line" ] || line=$(grep -m1 -E "^$t( |$)" "$d/console.log" | cut -c1-150 || true)
-	[ -n "$line" ] || { [ -f "$d/$t.dmesg" ] && line="dmesg: $(head -c 120 "$d/$t.dmesg")"; }
+	if [ -z "$line" ] && [ -f "$d/$t.dmesg" ]; then line="dmesg: $(head -c 120 "$d/$t.dmesg")"; fi
 	echo "$line" | tr '\n\t' '  ' | cut -c1-160
 }
 notrun_reason() { head -1 "$RESULTS/$1/$2.notrun" 2>/dev/null || echo "?"; }

@@ -11,6 +11,7 @@
 //! with ACLs and inode flags (ext4, as /tmp is here).
 mod common;
 use common::side::*;
+use common::{chmod, Layers};
 
 use std::path::Path;
 
@@ -160,4 +161,31 @@ fn trusted_xattr_names_are_listed_to_privileged_callers_only() {
             root("setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin getfattr -d -m - tr"),
         ],
     );
+}
+
+fn sgid_layout(l: &Path) {
+    sh(l, "touch f && mkdir d && chown 100:100 f d");
+}
+
+/// setfacl by the owner keeps the setgid bit when the owner is in the file's group and
+/// clears it when not (posix_acl_update_mode, as chmod does), as on overlayfs (xfstests
+/// generic/375; issue 10, item 19).
+#[test]
+fn setfacl_by_the_owner_drops_setgid_outside_the_group_as_on_overlayfs() {
+    const IN_GROUP: &str = "for o in f d; do chmod 2755 $o; \
+        setpriv --reuid=100 --regid=100 --clear-groups setfacl -m u::rwx,g::rwx,o::rwx $o; \
+        stat -c '%n %A' $o; done";
+    const OUTSIDE: &str = "for o in f d; do chmod 2755 $o; \
+        setpriv --reuid=100 --regid=101 --clear-groups setfacl -m u::rwx,g::rwx,o::rwx $o; \
+        stat -c '%n %A' $o; done";
+    same_as_overlayfs(sgid_layout, &[root(IN_GROUP), root(OUTSIDE)]);
+    let l = Layers::new(1);
+    sgid_layout(&l.lowers[0]);
+    chmod(l.root(), 0o755);
+    let _m = l.mount("");
+    assert_eq!(run(&l.mnt, As::Root, OUTSIDE), run_expect("f -rwxrwxrwx\nd drwxrwxrwx\n"));
+}
+
+fn run_expect(stdout: &str) -> String {
+    format!("status 0 stdout {stdout:?}")
 }

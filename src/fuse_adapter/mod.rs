@@ -478,7 +478,7 @@ impl Filesystem for StrataFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -486,7 +486,7 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.do_setxattr(ino, name, value, flags, reply)
+        self.do_setxattr(req, ino, name, value, flags, reply)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -497,8 +497,8 @@ impl Filesystem for StrataFs {
         self.do_listxattr(req, ino, size, reply)
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.do_removexattr(ino, name, reply)
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.do_removexattr(req, ino, name, reply)
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -6,6 +6,7 @@ use super::*;
 impl StrataFs {
     pub(super) fn do_setxattr(
         &self,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -21,7 +22,7 @@ impl StrataFs {
             reply,
             self.xattrs_on().and_then(|()| {
                 self.union
-                    .change_xattr(self.num(ino), name, Some((value, flags)))
+                    .change_xattr(self.caller(req), self.num(ino), name, Some((value, flags)))
             }),
         );
     }
@@ -69,12 +70,20 @@ impl StrataFs {
         }
     }
 
-    pub(super) fn do_removexattr(&self, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub(super) fn do_removexattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        reply: ReplyEmpty,
+    ) {
         let _timing = self.stats.time(Op::Removexattr);
         empty(
             reply,
-            self.xattrs_on()
-                .and_then(|()| self.union.change_xattr(self.num(ino), name, None)),
+            self.xattrs_on().and_then(|()| {
+                self.union
+                    .change_xattr(self.caller(req), self.num(ino), name, None)
+            }),
         );
     }
 }

@@ -142,6 +142,23 @@ pub fn read_to_end(fd: BorrowedFd<'_>) -> Vec<u8> {
 }
 
 pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_FSETID: u32 = 4;
+
+/// The supplementary groups of process `pid` (none when its /proc entry is gone).
+pub fn process_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
+}
 
 /// Whether process `pid` holds capability `cap` in the daemon's user namespace (what
 /// `capable()` checks on a filesystem of that namespace). A process that is gone, or

@@ -458,6 +458,7 @@ impl Union {
     /// setxattr (remove = false) and removexattr (remove = true); both copy up first.
     pub fn change_xattr(
         &self,
+        caller: Caller,
         ino: u64,
         name: &OsStr,
         value: Option<(&[u8], i32)>,
@@ -480,7 +481,24 @@ impl Union {
         self.xtarget_at(layer, &path, |t| match value {
             Some((v, flags)) => sys::setxattr(t, name, v, flags),
             None => sys::removexattr(t, name),
-        })
+        })?;
+        if value.is_some() && name == OsStr::new(crate::acl::ACCESS_XATTR) {
+            self.kill_sgid_after_acl(caller, layer, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Setting an access ACL updates the mode (the layer's filesystem does it, as the
+    /// daemon); as for chmod, a caller outside the file's group and without CAP_FSETID
+    /// loses the setgid bit then (posix_acl_update_mode; the kernel leaves it to FUSE
+    /// filesystems).
+    fn kill_sgid_after_acl(&self, caller: Caller, layer: usize, path: &OsStr) -> SysResult<()> {
+        let st = self.stat_in(layer, path)?;
+        if st.st_mode & libc::S_ISGID == 0 || caller.in_group_or_capable(st.st_gid) {
+            return Ok(());
+        }
+        let (dfd, name) = self.parent_fd(layer, path)?;
+        sys::fchmodat(dfd.as_fd(), name, st.st_mode & 0o7777 & !libc::S_ISGID)
     }
 
     /// Xattrs the merged view never shows: the union's own (S8), and the override xattrs

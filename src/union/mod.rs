@@ -82,6 +82,14 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         sys::process_has_capability(self.pid, sys::CAP_SYS_ADMIN)
     }
+
+    /// The kernel's in_group_or_capable: the caller may keep a setgid bit of group `gid`
+    /// (its group, one of its supplementary groups, or CAP_FSETID).
+    pub fn in_group_or_capable(&self, gid: u32) -> bool {
+        self.gid == gid
+            || sys::process_groups(self.pid).contains(&gid)
+            || sys::process_has_capability(self.pid, sys::CAP_FSETID)
+    }
 }
 
 /// Attributes of an object in the merged view; `st.st_ino` is our inode number.
