@@ -21,8 +21,8 @@
 #
 # What it does: makes two sparse images, attaches them to loop devices and formats
 # them $BASE_FSTYP (the "test" and "scratch" base filesystems). For stratafs it mounts
-# them, makes lower1, lower2 (empty), upper and work dirs on each, and installs for the
-# run a mount(8) helper /sbin/mount.fuse.stratafs-xfstests that maps the device names
+# them, makes lower1, lower2 (empty), upper and wd (the workdir) on each, and installs
+# for the run a mount(8) helper /sbin/mount.fuse.stratafs-xfstests that maps the device names
 # "stratafs-test" / "stratafs-scratch" to those dirs and runs stratafs through its
 # mount(8) helper protocol (a link named mount.stratafs). xfstests runs with FSTYP=fuse
 # FUSE_SUBTYP=.stratafs-xfstests, and "mkfs"es the fuse scratch fs by mounting it and
@@ -257,7 +257,7 @@ if [ "$ONLY" != overlay ]; then
 	format_bases
 	mount "$TEST_LOOP" "$W/base-test"
 	mount "$SCRATCH_LOOP" "$W/base-scratch"
-	for b in "$W/base-test" "$W/base-scratch"; do mkdir -p "$b"/{lower1,lower2,upper,work}; done
+	for b in "$W/base-test" "$W/base-scratch"; do mkdir -p "$b"/{lower1,lower2,upper,wd}; done
 	ln -s "$STRATAFS" "$W/bin/mount.stratafs"
 	REAL_DF=$(command -v df)
 	cat >"$W/bin/df" <<EOF
@@ -306,7 +306,7 @@ case ,\$opts, in
 		[ \$n = 0 ] || log "waited \$(( (\$(date +%s%N) - start) / 1000000 )) ms"
 	fi
 	log "-o \$opts"
-	opts=lowerdir=\$base/lower1:\$base/lower2,upperdir=\$base/upper,workdir=\$base/work\${opts:+,\$opts}
+	opts=lowerdir=\$base/lower1:\$base/lower2,upperdir=\$base/upper,workdir=\$base/wd\${opts:+,\$opts}
 	;;
 esac
 exec "$W/bin/mount.stratafs" "\$src" "\$mnt" "\${flags[@]}" -o "\$opts"

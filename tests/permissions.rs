@@ -189,3 +189,30 @@ fn setfacl_by_the_owner_drops_setgid_outside_the_group_as_on_overlayfs() {
 fn run_expect(stdout: &str) -> String {
     format!("status 0 stdout {stdout:?}")
 }
+
+fn empty_layout(_l: &Path) {}
+
+/// copy_file_range into a file made immutable while it is open for writing fails with
+/// EPERM, as on overlayfs (xfstests generic/553): the VFS cannot see FUSE inode flags,
+/// so the daemon refuses it.
+#[test]
+fn copy_range_into_a_file_made_immutable_is_refused_as_on_overlayfs() {
+    const SCRIPT: &str = r#"python3 - <<'PY'
+import os, fcntl, struct
+open("file", "wb").write(b"a" * 131072); open("immutable", "wb").write(b"a" * 65536)
+fo = os.open("immutable", os.O_RDWR)
+flags = struct.unpack("l", fcntl.ioctl(fo, 0x80086601, struct.pack("l", 0)))[0]
+fcntl.ioctl(fo, 0x40086602, struct.pack("l", flags | 0x10))
+fi = os.open("file", os.O_RDONLY)
+try:
+    os.copy_file_range(fi, fo, 32768); print("copied")
+except OSError as e:
+    print("copy_range:", e.strerror)
+fcntl.ioctl(fo, 0x40086602, struct.pack("l", flags))
+PY"#;
+    same_as_overlayfs(empty_layout, &[root(SCRIPT), root("wc -c < immutable")]);
+    let l = Layers::new(1);
+    let _m = l.mount("");
+    let out = run(&l.mnt, As::Root, SCRIPT);
+    assert!(out.contains("copy_range: Operation not permitted"), "{out}");
+}

@@ -290,6 +290,15 @@ impl Union {
     ) -> SysResult<u32> {
         let a = self.files.get(fh_in)?;
         let b = self.files.get(fh_out)?;
+        // The VFS refuses to copy into an immutable file, which it can only know from us
+        // (a FUSE inode carries no flags): also when it became immutable while open.
+        let protected = {
+            let _ns = self.ns.read();
+            self.check_node(b.ino, Change::Attributes) == Err(Errno::EPERM)
+        };
+        if protected {
+            return Err(Errno::EPERM);
+        }
         let want = len.min(1 << 30) as usize;
         let n = sys::copy_file_range(a.fd().as_fd(), off_in, b.fd().as_fd(), off_out, want)?;
         Ok(n as u32)
