@@ -31,11 +31,12 @@
 # FSTYP=fuse: a df wrapper put first in PATH for the stratafs run only shows that type as
 # "fuse". mount(8) types a "mount -o remount MNT" without -t from /proc/mounts
 # (fuse.stratafs), so the helper is also linked as /sbin/mount.fuse.stratafs for the run,
-# unless that file already exists; it passes remounts on unchanged.
-# umount returns before the stratafs daemon has exited, and until it has, a new mount of
-# the same upper dir is refused ("in use by another mount"); xfstests unmounts and mounts
-# again right away between and within tests, so the helper waits (up to 60 s) for the
-# daemon of a previous mount of the same device to exit, and logs each wait in
+# unless that file already exists; it passes remounts on unchanged. While the run lasts,
+# every `mount -t fuse.stratafs` of the machine goes to that helper: mount nothing else
+# that way (tests/mounting.rs and tests/nonroot.rs do) until it has ended.
+# umount returns before the stratafs daemon has exited; stratafs itself waits up to 3 s
+# for the lock of a previous mount of the same upper dir (S26), and the helper waits up
+# to 60 s more for its daemon to exit, logging each wait in
 # $RESULTS/stratafs/mount-helper.log (the summary gives the count and the longest).
 # Then both images are formatted again and ./check -overlay runs on them with the same
 # list (kernel overlayfs over the same base fs; xfstests mounts it itself, with its

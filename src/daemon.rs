@@ -275,6 +275,7 @@ fn behaviour(o: &MountOptions) -> Behaviour {
         acls: o.acls(),
         static_nlink: o.static_nlink,
         xattr_permissions: o.xattr_permissions,
+        noatime: o.mount_flags & libc::MS_NOATIME != 0,
     }
 }
 

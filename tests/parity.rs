@@ -495,3 +495,28 @@ done"#;
         "{out}"
     );
 }
+
+fn atime_layout(l: &Path) {
+    sh(
+        l,
+        "printf '#!/bin/sh\\necho ran\\n' > run.sh && chmod 755 run.sh && echo data > f && \
+         touch -a -d @946684800 f run.sh",
+    );
+}
+
+/// Under `noatime` neither a read nor running a program changes the access time when the
+/// daemon serves the reads (it opens layer files with O_NOATIME), as on overlayfs. With
+/// passthrough (the default) the kernel opens the layer file anew for the reader and the
+/// layer's own mount decides (README, differences from overlayfs).
+#[test]
+fn noatime_leaves_access_times_alone_when_the_daemon_reads() {
+    let l = Layers::new(1);
+    atime_layout(&l.lowers[0]);
+    let _m = l.mount("noatime,passthrough=off");
+    let out = run(
+        &l.mnt,
+        As::Root,
+        "cat f > /dev/null && ./run.sh >/dev/null && stat -c %X f run.sh",
+    );
+    assert_eq!(out, "status 0 stdout \"946684800\\n946684800\\n\"");
+}

@@ -169,7 +169,19 @@ impl Union {
             (layer, path) = (dl, dp);
         }
         let (dfd, name) = self.parent_fd(layer, &path)?;
-        let fd = sys::openat(dfd.as_fd(), name, layer_open_flags(flags), 0)?;
+        let mut layer_flags = layer_open_flags(flags);
+        if self.behaviour.noatime {
+            // Reads through this descriptor (ours, or the kernel's in passthrough, exec
+            // and mmap included) leave the layer file's atime alone, as the mount asks.
+            layer_flags |= libc::O_NOATIME;
+        }
+        let fd = match sys::openat(dfd.as_fd(), name, layer_flags, 0) {
+            // O_NOATIME is the owner's (or CAP_FOWNER's) to ask.
+            Err(Errno::EPERM) if layer_flags & libc::O_NOATIME != 0 => {
+                sys::openat(dfd.as_fd(), name, layer_flags & !libc::O_NOATIME, 0)?
+            }
+            r => r?,
+        };
         let mutable = self.is_writable_layer(layer);
         if is_write_open(flags) && caller.uid != 0 {
             // An unprivileged writer: setuid/setgid go at the open, not at the first write

@@ -60,6 +60,8 @@ pub struct Behaviour {
     pub static_nlink: bool,
     /// `-o xattr_permissions=1|2` (fuse-overlayfs): owners and modes kept in an xattr.
     pub xattr_permissions: u8,
+    /// `-o noatime`: reads do not change the layer files' access times.
+    pub noatime: bool,
 }
 
 impl Behaviour {
