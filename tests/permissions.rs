@@ -183,7 +183,10 @@ fn setfacl_by_the_owner_drops_setgid_outside_the_group_as_on_overlayfs() {
     sgid_layout(&l.lowers[0]);
     chmod(l.root(), 0o755);
     let _m = l.mount("");
-    assert_eq!(run(&l.mnt, As::Root, OUTSIDE), run_expect("f -rwxrwxrwx\nd drwxrwxrwx\n"));
+    assert_eq!(
+        run(&l.mnt, As::Root, OUTSIDE),
+        run_expect("f -rwxrwxrwx\nd drwxrwxrwx\n")
+    );
 }
 
 fn run_expect(stdout: &str) -> String {
