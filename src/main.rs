@@ -247,7 +247,16 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["diff", "commit", "import", "init-layer", "stats", "help"]
+            [
+                "diff",
+                "commit",
+                "import",
+                "init-layer",
+                "stats",
+                "help",
+                "man",
+                "completions"
+            ]
         );
     }
 }
