@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,9 +190,25 @@ pub fn run(mut req: MountRequest) -> i32 {
     if req.opts.remount {
         return remount(&req);
     }
-    crate::private_xattrs::use_user_namespace(
-        req.opts.userxattr || !sys::may_write_trusted_xattrs(),
-    );
+    // The namespace of stratafs' own xattrs: the one the upper was written with, if its
+    // workdir says (a trusted.* upper cannot be read by a mount that is not the host's
+    // root); else user.* unless this daemon may write trusted.* (S8).
+    let may_trusted = sys::may_write_trusted_xattrs();
+    let user_ns =
+        match crate::layers::recorded_xattr_namespace(&req.opts) {
+            Some(false) if !may_trusted => {
+                eprintln!(
+                "stratafs: workdir '{}': this upper keeps stratafs' private xattrs as trusted.* \
+                 (it was written by a mount of the host's root), which this mount cannot read: \
+                 mount it as root",
+                req.opts.workdir.as_deref().unwrap_or(Path::new("")).display()
+            );
+                return 1;
+            }
+            Some(recorded) => recorded,
+            None => req.opts.userxattr || !may_trusted,
+        };
+    crate::private_xattrs::use_user_namespace(user_ns);
     if let Err(e) = generate_init_layer(&mut req.opts) {
         eprintln!("stratafs: {e}");
         return 1;
@@ -208,7 +224,11 @@ pub fn run(mut req: MountRequest) -> i32 {
         eprintln!("stratafs: /dev/fuse: {e}");
         return 1;
     }
-    if sys::getuid() != 0 {
+    // fusermount3's rules, for those who will mount through it (mount(2) needs
+    // CAP_SYS_ADMIN, which root has, or a service may be given).
+    let may_mount =
+        sys::getuid() == 0 || sys::process_has_capability(std::process::id(), sys::CAP_SYS_ADMIN);
+    if !may_mount {
         if let Err(e) = crate::fusermount::precheck(&req.mountpoint, shared_with_all(&req.opts)) {
             eprintln!("stratafs: mountpoint '{}': {e}", req.mountpoint.display());
             return 1;
@@ -276,6 +296,8 @@ fn behaviour(o: &MountOptions) -> Behaviour {
         static_nlink: o.static_nlink,
         xattr_permissions: o.xattr_permissions,
         noatime: o.mount_flags & libc::MS_NOATIME != 0,
+        // A plain user's mount is always nodev (fusermount3 makes it so).
+        nodev: o.mount_flags & libc::MS_NODEV != 0 || sys::getuid() != 0,
     }
 }
 

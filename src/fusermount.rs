@@ -110,7 +110,13 @@ pub fn mount(mountpoint: &Path, options: &str) -> Result<OwnedFd, String> {
         .map_err(|e| format!("{HELPER}: {}", sys::Errno::from(e)))?;
     match received {
         Ok(Some(fd)) if out.status.success() => Ok(fd),
-        Ok(Some(_)) | Ok(None) => Err(helper_error(&out)),
+        Ok(Some(_)) => {
+            // The helper mounted and then failed: no mount is left behind without its
+            // daemon.
+            let _ = unmount(mountpoint);
+            Err(helper_error(&out))
+        }
+        Ok(None) => Err(helper_error(&out)),
         Err(e) => Err(format!("{HELPER}: receiving /dev/fuse: {e}")),
     }
 }

@@ -396,9 +396,39 @@ fn check_volatile(w: &Path) -> Result<OwnedFd, String> {
 }
 
 /// Creates (or empties, S3) the scratch dir inside workdir and returns its fd.
+/// In the workdir: which namespace the upper's private xattrs are in ("trusted" or
+/// "user", S8), so that a later mount reads them where they are.
+const XATTR_NS_MARKER: &str = "stratafs.xattrs";
+
+/// The private-xattr namespace an upper was written with, as its workdir records it:
+/// Some(true) for `user.*`, Some(false) for `trusted.*`, None when not recorded.
+pub fn recorded_xattr_namespace(opts: &MountOptions) -> Option<bool> {
+    let w = opts.workdir.as_ref()?;
+    match std::fs::read_to_string(w.join(XATTR_NS_MARKER))
+        .ok()?
+        .trim()
+    {
+        "user" => Some(true),
+        "trusted" => Some(false),
+        _ => None,
+    }
+}
+
 fn prepare_workdir(w: &Path) -> Result<OwnedFd, String> {
     let err = |e: sys::Errno| format!("workdir '{}': {e}", w.display());
     let wfd = sys::open_dir_path(w).map_err(err)?;
+    let ns = if crate::private_xattrs::in_user_namespace() {
+        "user\n"
+    } else {
+        "trusted\n"
+    };
+    if std::fs::read_to_string(w.join(XATTR_NS_MARKER))
+        .ok()
+        .as_deref()
+        != Some(ns)
+    {
+        std::fs::write(w.join(XATTR_NS_MARKER), ns).map_err(|e| err(sys::Errno::from(e)))?;
+    }
     let sub = OsStr::new(WORK_SUBDIR);
     match sys::mkdirat(wfd.as_fd(), sub, 0o700) {
         Ok(()) | Err(sys::Errno::EEXIST) => {}

@@ -260,7 +260,7 @@ fn xattr_permissions_keep_owners_and_modes_in_an_xattr() {
     );
     let l = Layers::new(1);
     override_layout(&l.lowers[0]);
-    let _m = l.mount("xattr_permissions=2");
+    let mut m = l.mount("xattr_permissions=2,nodev");
     let out = |cmd: &str| {
         let o = Command::new("sh")
             .arg("-c")
@@ -298,9 +298,19 @@ fn xattr_permissions_keep_owners_and_modes_in_an_xattr() {
         b"0:0:40755",
         "the upper root takes the lower's marker"
     );
-    // The override names are the mount's own.
+    // The override names are the mount's own: not listed, not settable (one set through
+    // any mount would take effect at a later mount that reads them).
     assert!(!list_xattr(&l.m("f"))
         .unwrap()
         .iter()
         .any(|n| n.contains("override_stat")));
+    assert!(set_xattr(&l.m("n"), "user.containers.override_stat", b"0:0:4755").is_err());
+    m.unmount();
+    // Without nodev a device override shows the regular file it is (a layer must not
+    // hand out the host's devices), and a mount with default options of an upper that
+    // keeps overrides changes the override on chmod, not the real file behind it.
+    let _m = l.mount("");
+    assert_eq!(out("stat -c '%n %F' dev"), "dev regular file\n");
+    assert_eq!(out("chmod 600 f && stat -c '%n %u:%g %a' f"), "f 5:8 600\n");
+    assert_eq!(fs::metadata(l.up("f")).unwrap().mode() & 0o7777, 0o640);
 }

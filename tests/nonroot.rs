@@ -387,3 +387,25 @@ fn xattr_permissions_let_a_user_copy_up_files_of_other_owners() {
     let real = fs::metadata(u.l.up("theirs")).unwrap();
     assert_eq!(real.uid(), USER, "the real copy is the user's");
 }
+
+/// An upper a plain user's mount wrote keeps stratafs' private xattrs as user.*; a later
+/// mount of it by root reads them there (the workdir records the namespace), so inode
+/// numbers of copied-up files stay what the user saw (S8, S24).
+#[test]
+fn a_users_upper_mounted_by_root_keeps_its_private_xattrs() {
+    let u = UserLayers::new();
+    let m = u.mount("");
+    let seen = sh_as(USER, &u.l.mnt, "echo more >> f && stat -c %i f");
+    drop(m);
+    u.wait_daemon_gone();
+    assert_eq!(
+        fs::read_to_string(u.l.work.join("stratafs.xattrs")).unwrap(),
+        "user\n"
+    );
+    let _root = u.l.mount("");
+    let again = sh_as(0, &u.l.mnt, "stat -c %i f");
+    assert_eq!(
+        again, seen,
+        "st_ino of a copied-up file after a remount by root"
+    );
+}

@@ -115,6 +115,7 @@ impl StrataFs {
             uid: self.cfg.ids.uids.to_stored(req.uid()),
             gid: self.cfg.ids.gids.to_stored(req.gid()),
             pid: req.pid(),
+            root: req.uid() == 0,
         }
     }
 

@@ -183,7 +183,7 @@ impl Union {
             r => r?,
         };
         let mutable = self.is_writable_layer(layer);
-        if is_write_open(flags) && caller.uid != 0 {
+        if is_write_open(flags) && !caller.root {
             // An unprivileged writer: setuid/setgid go at the open, not at the first write
             // as on ext4, because the writes may never reach the daemon (passthrough, whose
             // backing writes run with the daemon's CAP_FSETID) and the kernel leaves the
@@ -282,7 +282,7 @@ impl Union {
             let _ns = self.ns.read();
             self.check_node(f.ino, Change::Attributes)?;
         }
-        if caller.uid != 0 {
+        if !caller.root {
             self.drop_privileges_of(f.ino, fd.as_fd(), caller)?;
         }
         sys::fallocate(fd.as_fd(), mode, off, len)
@@ -370,7 +370,7 @@ impl Union {
                     Arc::new(f)
                 }
             };
-            if caller.uid != 0 && ch.mode.is_none() {
+            if !caller.root && ch.mode.is_none() {
                 self.drop_privileges_of(ino, f.as_fd(), caller)?;
             }
         }
@@ -538,7 +538,7 @@ impl Union {
             return Ok(());
         }
         let m = a.st.st_mode;
-        if caller.uid == 0 {
+        if caller.root {
             let any_x = m & 0o111 != 0 || m & libc::S_IFMT == libc::S_IFDIR;
             return if mask & libc::X_OK != 0 && !any_x {
                 Err(Errno::EACCES)

@@ -62,6 +62,8 @@ pub struct Behaviour {
     pub xattr_permissions: u8,
     /// `-o noatime`: reads do not change the layer files' access times.
     pub noatime: bool,
+    /// `-o nodev`: device nodes cannot be opened (so overrides may show them).
+    pub nodev: bool,
 }
 
 impl Behaviour {
@@ -71,12 +73,16 @@ impl Behaviour {
     }
 }
 
-/// Who asks: the credentials of the FUSE request.
+/// Who asks: the credentials of the FUSE request, with the ids the layers store for them
+/// (uidmapping may make them differ from the kernel's).
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The kernel's uid is 0: root's exemptions apply, whatever id its files are stored
+    /// with.
+    pub root: bool,
 }
 
 impl Caller {
@@ -88,7 +94,8 @@ impl Caller {
     /// The kernel's in_group_or_capable: the caller may keep a setgid bit of group `gid`
     /// (its group, one of its supplementary groups, or CAP_FSETID).
     pub fn in_group_or_capable(&self, gid: u32) -> bool {
-        self.gid == gid
+        self.root
+            || self.gid == gid
             || sys::process_groups(self.pid).contains(&gid)
             || sys::process_has_capability(self.pid, sys::CAP_FSETID)
     }
@@ -234,7 +241,8 @@ impl Union {
             sys::fstatat(w.as_fd(), OsStr::new(metacopy::METACOPY_MARKER)).is_ok()
         });
         inodes.alias_identity(root_st.st_dev, root_st.st_ino, ROOT_INO);
-        let overrides = overrides::Overrides::set_up(behaviour.xattr_permissions, &layers)?;
+        let overrides =
+            overrides::Overrides::set_up(behaviour.xattr_permissions, &layers, behaviour.nodev)?;
         Ok(Union {
             overrides,
             layers,

@@ -27,6 +27,20 @@ pub enum NewKind<'a> {
     Symlink(&'a OsStr),
 }
 
+/// A new entry that could not be finished (given its owner, ACL and mode) goes again: a
+/// failed create leaves nothing.
+fn undo_on_error(
+    r: SysResult<()>,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    is_dir: bool,
+) -> SysResult<()> {
+    if r.is_err() {
+        let _ = sys::unlinkat(dir, name, is_dir);
+    }
+    r
+}
+
 /// A new object being finished: an entry of a directory, or an open file with no name.
 #[derive(Clone, Copy)]
 enum NewObject<'a> {
@@ -320,11 +334,11 @@ impl Union {
             }
             NewKind::Node(m, rdev) => {
                 sys::mknodat(d, name, (m & libc::S_IFMT) | 0o600, rdev)?;
-                finish(d, name, false)?;
+                undo_on_error(finish(d, name, false), d, name, false)?;
             }
             NewKind::Symlink(target) => {
                 sys::symlinkat(target, d, name)?;
-                finish(d, name, true)?;
+                undo_on_error(finish(d, name, true), d, name, false)?;
             }
             NewKind::Dir if t.whiteout => {
                 // mkdir over a whiteout: an opaque dir, so the old contents stay gone (S15).
@@ -345,7 +359,7 @@ impl Union {
             }
             NewKind::Dir => {
                 sys::mkdirat(d, name, 0o700)?;
-                finish(d, name, false)?;
+                undo_on_error(finish(d, name, false), d, name, true)?;
             }
         }
         t.clear_aufs_whiteout(name)?;

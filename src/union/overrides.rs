@@ -19,6 +19,10 @@ pub struct Overrides {
     pub read: bool,
     /// The name chown, chmod and new objects write (None: they change the real object).
     pub write: Option<&'static str>,
+    /// Whether an override may show a device node (`:char-M-m`, `:block-M-m`): only on a
+    /// `nodev` mount, where such a node cannot be opened; elsewhere a layer's xattr would
+    /// hand out the host's devices, so the regular file shows as what it is.
+    pub devices: bool,
 }
 
 fn root_marker(t: XTarget<'_>) -> Option<&'static str> {
@@ -30,7 +34,7 @@ fn root_marker(t: XTarget<'_>) -> Option<&'static str> {
 impl Overrides {
     /// From `xattr_permissions` (0, 1 or 2) and the layers' root markers; marks the upper
     /// root when writing.
-    pub fn set_up(xattr_permissions: u8, layers: &LayerSet) -> SysResult<Overrides> {
+    pub fn set_up(xattr_permissions: u8, layers: &LayerSet, nodev: bool) -> SysResult<Overrides> {
         let marked = layers
             .layers
             .iter()
@@ -38,11 +42,19 @@ impl Overrides {
         let mut o = Overrides {
             read: marked || xattr_permissions != 0,
             write: None,
+            devices: nodev,
         };
-        if xattr_permissions == 0 || !layers.has_upper {
+        if !layers.has_upper {
             return Ok(o);
         }
         let upper = XTarget::Fd(layers.layers[0].fd());
+        if xattr_permissions == 0 {
+            // An upper that a mount with xattr_permissions started keeps its owners and
+            // modes in overrides: a chown or chmod must change the override shown, not the
+            // real object behind it.
+            o.write = root_marker(upper);
+            return Ok(o);
+        }
         let name = match (xattr_permissions, root_marker(upper)) {
             (1, _) => override_stat::SECURITY,
             // fuse-overlayfs up to 1.10 wrote this one: an upper it started keeps it.
@@ -85,7 +97,13 @@ impl Union {
         if !self.overrides.read || (fmt != libc::S_IFDIR && fmt != libc::S_IFREG) {
             return;
         }
-        if let Some(o) = read(t) {
+        if let Some(mut o) = read(t) {
+            if !self.overrides.devices
+                && o.kind
+                    .is_some_and(|(k, _)| k == libc::S_IFCHR || k == libc::S_IFBLK)
+            {
+                o.kind = None;
+            }
             o.apply(st);
         }
     }
@@ -100,10 +118,11 @@ impl Union {
         }
     }
 
-    /// Whether `name` is one of the override xattrs, which a mount that reads them keeps
-    /// to itself (as fuse-overlayfs hides its own).
+    /// Whether `name` is one of the override xattrs, which no mount lets a caller read or
+    /// set (as fuse-overlayfs hides its own): one set through a mount that does not read
+    /// them would take effect at a later mount that does (a setuid root file, a device).
     pub(super) fn is_override_name(&self, name: &OsStr) -> bool {
-        self.overrides.read && override_stat::NAMES.iter().any(|n| name == OsStr::new(n))
+        override_stat::NAMES.iter().any(|n| name == OsStr::new(n))
     }
 
     /// chown and chmod under `xattr_permissions`: the object (already in the upper, at
