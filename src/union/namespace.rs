@@ -265,10 +265,12 @@ impl Union {
         self.inodes.drop_identity(st.st_dev, st.st_ino);
         let number = self.inodes.claim(st.st_dev, st.st_ino, None);
         let nodeid = self.inodes.insert_unnamed(number, libc::S_IFREG);
+        let mut shown = st;
+        self.show_override(XTarget::Fd(fd.as_fd()), &mut shown);
         Ok((
             Attr {
                 nodeid,
-                ..self.attr_from(number, st, &[])
+                ..self.attr_from(number, shown, &[])
             },
             fd,
         ))
