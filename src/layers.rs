@@ -173,16 +173,27 @@ impl LayerSet {
         // and a remount rw makes it writable again, so the workdir is prepared as well.
         let has_upper = upper.is_some();
         let mut in_use_locks = Vec::new();
+        let atime = atime_attr(opts.mount_flags);
         if let Some((u, dev, w)) = upper {
             in_use_locks.push(lock_in_use("upperdir", &u)?);
             in_use_locks.push(lock_in_use("workdir", &w)?);
             let wfd =
                 sys::open_dir_path(&w).map_err(|e| format!("workdir '{}': {e}", w.display()))?;
-            work = Some(prepare_workdir(&w)?);
+            // Copy-ups rename from the workdir into the upper: both must come from one
+            // mount, so they share one clone of their parent (when they are siblings).
+            let (uroot, wroot) = match atime.and_then(|a| clone_siblings(&u, &w, a)) {
+                Some(pair) => pair,
+                None => (
+                    sys::open_dir_path(&u)
+                        .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
+                    sys::open_dir_path(&w)
+                        .map_err(|e| format!("workdir '{}': {e}", w.display()))?,
+                ),
+            };
+            work = Some(prepare_workdir(&w, wroot.as_fd())?);
             workdir = Some(wfd);
             layers.push(Layer {
-                root: sys::open_dir_path(&u)
-                    .map_err(|e| format!("upperdir '{}': {e}", u.display()))?,
+                root: uroot,
                 path: u,
                 role: Role::Upper,
                 dev,
@@ -190,8 +201,7 @@ impl LayerSet {
         }
         if let Some((i, dev)) = init {
             layers.push(Layer {
-                root: sys::open_dir_path(&i)
-                    .map_err(|e| format!("initdir '{}': {e}", i.display()))?,
+                root: open_layer_root("initdir", &i, atime)?,
                 path: i,
                 role: Role::Init,
                 dev,
@@ -199,8 +209,7 @@ impl LayerSet {
         }
         for (l, dev) in lowers {
             layers.push(Layer {
-                root: sys::open_dir_path(&l)
-                    .map_err(|e| format!("lowerdir '{}': {e}", l.display()))?,
+                root: open_layer_root("lowerdir", &l, atime)?,
                 path: l,
                 role: Role::Lower,
                 dev,
@@ -414,9 +423,53 @@ pub fn recorded_xattr_namespace(opts: &MountOptions) -> Option<bool> {
     }
 }
 
-fn prepare_workdir(w: &Path) -> Result<OwnedFd, String> {
+/// The access-time mode the mount asks for, as mount_setattr(2) spells it: None for the
+/// default (the layers' own mounts decide).
+fn atime_attr(flags: u64) -> Option<u64> {
+    let mode = if flags & libc::MS_NOATIME != 0 {
+        Some(sys::MOUNT_ATTR_NOATIME)
+    } else if flags & libc::MS_STRICTATIME != 0 {
+        Some(sys::MOUNT_ATTR_STRICTATIME)
+    } else {
+        None
+    };
+    let nodiratime = flags & libc::MS_NODIRATIME != 0;
+    match (mode, nodiratime) {
+        (None, false) => None,
+        (m, d) => Some(m.unwrap_or(0) | if d { sys::MOUNT_ATTR_NODIRATIME } else { 0 }),
+    }
+}
+
+/// A layer's root, on a private clone of its mount with the mount's access-time mode
+/// when it asks for one: with passthrough the kernel reads the layer files itself, and
+/// their mount decides whether a read touches the access time. Without the privilege to
+/// clone mounts, the plain directory (the layer's own mount decides).
+fn open_layer_root(opt: &str, dir: &Path, atime: Option<u64>) -> Result<OwnedFd, String> {
+    if let Some(a) = atime {
+        match sys::clone_tree_with_atime(dir, a) {
+            Ok(fd) => return Ok(fd),
+            Err(e) => tracing::info!("{opt} '{}': no private mount ({e})", dir.display()),
+        }
+    }
+    sys::open_dir_path(dir).map_err(|e| format!("{opt} '{}': {e}", dir.display()))
+}
+
+/// The upper and work dirs beneath one private clone of their common parent, with the
+/// access-time mode `atime`; None when they are not siblings or the clone fails.
+fn clone_siblings(u: &Path, w: &Path, atime: u64) -> Option<(OwnedFd, OwnedFd)> {
+    let parent = u.parent().filter(|p| Some(*p) == w.parent())?;
+    let clone = sys::clone_tree_with_atime(parent, atime)
+        .map_err(|e| tracing::info!("'{}': no private mount ({e})", parent.display()))
+        .ok()?;
+    let beneath = |d: &Path| {
+        let name = d.file_name()?;
+        sys::open_beneath(clone.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY).ok()
+    };
+    Some((beneath(u)?, beneath(w)?))
+}
+
+fn prepare_workdir(w: &Path, wfd: BorrowedFd<'_>) -> Result<OwnedFd, String> {
     let err = |e: sys::Errno| format!("workdir '{}': {e}", w.display());
-    let wfd = sys::open_dir_path(w).map_err(err)?;
     let ns = if crate::private_xattrs::in_user_namespace() {
         "user\n"
     } else {
@@ -430,11 +483,11 @@ fn prepare_workdir(w: &Path) -> Result<OwnedFd, String> {
         std::fs::write(w.join(XATTR_NS_MARKER), ns).map_err(|e| err(sys::Errno::from(e)))?;
     }
     let sub = OsStr::new(WORK_SUBDIR);
-    match sys::mkdirat(wfd.as_fd(), sub, 0o700) {
+    match sys::mkdirat(wfd, sub, 0o700) {
         Ok(()) | Err(sys::Errno::EEXIST) => {}
         Err(e) => return Err(err(e)),
     }
-    let fd = sys::open_beneath(wfd.as_fd(), sub, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
+    let fd = sys::open_beneath(wfd, sub, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
     remove_contents(fd.as_fd()).map_err(err)?;
     Ok(fd)
 }

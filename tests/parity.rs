@@ -520,3 +520,34 @@ fn noatime_leaves_access_times_alone_when_the_daemon_reads() {
     );
     assert_eq!(out, "status 0 stdout \"946684800\\n946684800\\n\"");
 }
+
+/// Under `noatime` (and `strictatime`) access times follow the mount's option with
+/// passthrough too, as on overlayfs (xfstests generic/003, 120): the layer roots are opened
+/// on private clones of their mounts with that access-time mode, so the kernel's reads of
+/// the layer files obey it.
+#[test]
+fn access_times_follow_the_mount_options_as_on_overlayfs() {
+    same_as_overlayfs_with(
+        atime_layout,
+        "noatime",
+        &[
+            root("cat f > /dev/null && head -c1 run.sh >/dev/null && ./run.sh && stat -c '%n %X' f run.sh"),
+            REMOUNT_STEP,
+            root("cat f run.sh > /dev/null && stat -c '%n %X' f run.sh"),
+            root("echo new > g && touch -a -d @946684800 g && cat g >/dev/null && stat -c '%n %X' g"),
+        ],
+    );
+    // strictatime: a read updates an access time that relatime would leave (newer than
+    // the modification time, less than a day old).
+    const STRICT: &str = "touch -m -d '-2 hours' f && touch -a -d '-1 hour' f && \
+        a=$(stat -c %X f) && cat f >/dev/null && \
+        [ \"$(stat -c %X f)\" != \"$a\" ] && echo updated || echo kept";
+    same_as_overlayfs_with(atime_layout, "strictatime", &[root(STRICT)]);
+    let l = Layers::new(1);
+    atime_layout(&l.lowers[0]);
+    let _m = l.mount("strictatime");
+    assert_eq!(
+        run(&l.mnt, As::Root, STRICT),
+        "status 0 stdout \"updated\\n\""
+    );
+}
