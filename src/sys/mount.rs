@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{check, cstr, Errno, SysResult};
+use super::{check, check_isize, cstr, Errno, SysResult};
 
 /// Mounts a FUSE filesystem: opens /dev/fuse and calls mount(2) with `data(fd)` as the
 /// option string. Returns the /dev/fuse descriptor the session serves.
@@ -180,17 +180,14 @@ const OPEN_TREE_CLONE: u32 = 1;
 pub fn clone_tree_with_atime(path: &std::path::Path, attr: u64) -> SysResult<OwnedFd> {
     let c = cstr(path.as_os_str())?;
     // SAFETY: valid C string; open_tree returns a new descriptor or -1.
-    let fd = unsafe {
+    let fd = check_isize(unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             c.as_ptr(),
             OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_RECURSIVE as u32,
         )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
+    } as isize)?;
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     let ma = MountAttr {
@@ -202,7 +199,7 @@ pub fn clone_tree_with_atime(path: &std::path::Path, attr: u64) -> SysResult<Own
     let empty = CString::default();
     // SAFETY: valid descriptor, empty path with AT_EMPTY_PATH, and a mount_attr of the size
     // passed.
-    let r = unsafe {
+    check_isize(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
@@ -211,9 +208,6 @@ pub fn clone_tree_with_atime(path: &std::path::Path, attr: u64) -> SysResult<Own
             &ma as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    } as isize)?;
     Ok(fd)
 }

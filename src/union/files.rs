@@ -85,8 +85,9 @@ impl Handles {
             .find(|e| e.ino == ino)
             .map(|e| e.value().clone())
     }
-    pub fn remove(&self, fh: u64) {
-        self.map.remove(&fh);
+    /// Drops a handle; returns its file if it was open.
+    pub fn remove(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.map.remove(&fh).map(|(_, f)| f)
     }
 }
 
@@ -238,10 +239,8 @@ impl Union {
     /// times where no request showed it (a shared writable mmap of a passthrough file
     /// writes to the layer file directly): the kernel's cached attributes go (S27).
     pub fn release(&self, fh: u64, was_writable: bool) {
-        let ino = self.files.get(fh).map(|f| f.ino);
-        self.files.remove(fh);
-        if let (true, Ok(ino)) = (was_writable, ino) {
-            self.attributes_changed(ino);
+        if let (true, Some(f)) = (was_writable, self.files.remove(fh)) {
+            self.attributes_changed(f.ino);
         }
     }
 

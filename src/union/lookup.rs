@@ -264,10 +264,13 @@ impl Union {
         );
         let mut st = r.st;
         self.metacopy_blocks(&mut st, &r.data);
-        if self.is_upper(r.layer) {
-            self.show_override_at(r.layer, &join(dir, name), &mut st);
-        } else {
-            self.show_override_at(r.layer, &r.lower_path, &mut st);
+        // The upper path is only built where overrides are read: lookups are the hot path.
+        if self.overrides.read {
+            if self.is_upper(r.layer) {
+                self.show_override_at(r.layer, &join(dir, name), &mut st);
+            } else {
+                self.show_override_at(r.layer, &r.lower_path, &mut st);
+            }
         }
         Attr {
             nodeid,

@@ -167,10 +167,7 @@ impl Mount {
         // The daemon still holds the upper and work dirs until it has exited: a mount of
         // the same layers right after must not find them in use. (Not forever: a lazily
         // detached mount's daemon lives on while a test still holds files of it open.)
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !daemons_for(&self.mnt).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        daemons_gone_within(&self.mnt, Duration::from_secs(5));
     }
 }
 
@@ -777,19 +774,24 @@ pub fn daemons_of(bin: &Path, mnt: &Path) -> Vec<u32> {
 /// Waits until no daemon serves `mnt` any more (after an unmount, the old daemon's exit
 /// path still touches the mountpoint; a new mount there must not race with it).
 pub fn wait_daemons_gone(mnt: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = daemons_for(mnt);
-        if left.is_empty() {
-            return;
+    assert!(
+        daemons_gone_within(mnt, Duration::from_secs(10)),
+        "stratafs daemons {:?} still running 10s after {} was unmounted",
+        daemons_for(mnt),
+        mnt.display()
+    );
+}
+
+/// Whether the daemons serving `mnt` are gone within `limit` (waits for them until then).
+pub fn daemons_gone_within(mnt: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while !daemons_for(mnt).is_empty() {
+        if Instant::now() >= deadline {
+            return false;
         }
-        assert!(
-            Instant::now() < deadline,
-            "stratafs daemons {left:?} still running 10s after {} was unmounted",
-            mnt.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    true
 }
 
 /// splitmix64: small, fast, and the same sequence everywhere for a seed. Test files add the
