@@ -551,3 +551,35 @@ fn access_times_follow_the_mount_options_as_on_overlayfs() {
         "status 0 stdout \"updated\\n\""
     );
 }
+
+/// name_to_handle_at of a file and a dir (no AT_HANDLE_FID), through libc.
+const NAME_TO_HANDLE: &str = r#"python3 -c "
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for p in (b'f', b'd'):
+    buf = ctypes.create_string_buffer(8 + 128)
+    ctypes.c_uint.from_buffer(buf).value = 128
+    mnt = ctypes.c_int()
+    r = libc.name_to_handle_at(-100, p, buf, ctypes.byref(mnt), 0)
+    print(p.decode(), 'handle' if r == 0 else os.strerror(ctypes.get_errno()))
+""#;
+
+/// Item 20: a FUSE node id lives only while the kernel remembers it, so a handle could not
+/// be opened after the inode is forgotten or after a remount (ESTALE for a file that
+/// exists); stratafs refuses to make one, as overlayfs does without nfs_export.
+#[test]
+fn file_handles_are_refused_as_on_overlayfs() {
+    fn layout(l: &Path) {
+        sh(l, "echo x > f && mkdir d");
+    }
+    let l = Layers::new(1);
+    layout(&l.lowers[0]);
+    let _m = l.mount("");
+    let out = run(&l.mnt, As::Root, NAME_TO_HANDLE);
+    assert!(
+        out.contains("f Operation not supported") && out.contains("d Operation not supported"),
+        "{out}"
+    );
+    drop(_m);
+    same_as_overlayfs(layout, &[root(NAME_TO_HANDLE)]);
+}

@@ -115,6 +115,11 @@ impl Filesystem for StrataFs {
             // and fallocate; the backing fs drops file capabilities on every write), so the
             // kernel stops asking for security.capability before every write (SB_NOSEC).
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // Node ids live only as long as the kernel remembers them, so a file handle
+            // could not be opened once the inode is forgotten or after a remount: answer
+            // name_to_handle_at with EOPNOTSUPP, as overlayfs does without nfs_export
+            // (fanotify's FID handles still work).
+            InitFlags::FUSE_NO_EXPORT_SUPPORT,
         ] {
             let _ = config.add_capabilities(cap);
         }
