@@ -468,6 +468,37 @@ fn mount_right_after_umount_is_not_refused() {
     wait_daemons_gone(&l.mnt);
 }
 
+/// Item 21: `umount` right after an `rm -rf` of the mount's contents, as xfstests' "mkfs"
+/// of a FUSE scratch fs does, is never refused as busy: the files were read and written
+/// by processes (passthrough opens, a mapping, a reader killed while it reads) that have
+/// exited, and nothing of the mount stays referenced once they are gone (each round
+/// unmounts without MNT_DETACH).
+#[test]
+fn umount_right_after_rm_rf_is_not_busy() {
+    let l = Layers::new(1);
+    sh(
+        &l.lowers[0],
+        "mkdir -p d/e && for i in 1 2 3 4 5 6 7 8; do echo $i > d/f$i; done",
+    );
+    for round in 0..15 {
+        let mut m = l.mount("");
+        sh(
+            &l.mnt,
+            r#"cat d/f1 d/f2 > /dev/null; echo x >> d/f3; cp -r d c; ln d/f4 d/hard
+               python3 -c "import mmap; f = open('d/f5', 'r+b'); m = mmap.mmap(f.fileno(), 0); m[0:1] = b'y'"
+               tail -f d/f6 > /dev/null & sleep 0.05; kill $!; wait
+               rm -rf ./*"#,
+        );
+        let out = Command::new("umount").arg(&l.mnt).output().unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: umount right after rm -rf: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        m.unmount();
+    }
+}
+
 fn mmap_layout(l: &Path) {
     sh(l, "echo lower > lowerfile");
 }
