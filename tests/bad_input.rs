@@ -1,9 +1,9 @@
 //! S20 in depth: a table of bad mount inputs, each refused before mounting with the exact
 //! one-line message on stderr, nothing on stdout, exit status 1, nothing mounted, and the
 //! whole temp tree (layers, workdir, mountpoint, a tmpfs inside it) unchanged, byte for
-//! byte and mtime for mtime. tests/rules.rs has the basic S20 table (option and path are
-//! named); this file pins the exact wording of every message and adds the inputs that need
-//! more set-up: a second filesystem, a busy mountpoint, no /dev/fuse, no permission on it.
+//! byte and mtime for mtime. This is the one S20 table: it pins the exact wording of every
+//! message, and covers the inputs that need more set-up too: a second filesystem, a busy
+//! mountpoint, no /dev/fuse, no permission on it.
 mod common;
 use common::*;
 

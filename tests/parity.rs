@@ -284,7 +284,7 @@ fn xattr_whiteouts_layout(l: &Path) {
 
 /// S5: in a directory not marked overlay.opaque=x, an empty file with the whiteout xattr
 /// is listed, but a lookup does not find it, exactly as on overlayfs (a marked directory
-/// hides it from listings too: tests/rules.rs, s5_whiteout_forms_aufs_overlay_char_xattr);
+/// hides it from listings too: tests/rules/merge.rs, s5_whiteout_forms_aufs_overlay_char_xattr);
 /// a non-empty one is a plain file.
 #[test]
 fn xattr_whiteouts_in_an_unmarked_directory_as_on_overlayfs() {
