@@ -355,6 +355,19 @@ unmount_under() { # DIR
 # container (/run/.containerenv, the /etc/hosts & co. mount targets).
 diff_set() { { grep -E '^[ACD] /' || true; } | { grep -vE ' /(run|run/\.containerenv|etc/(hosts|hostname|resolv\.conf))$' || true; } | LC_ALL=C sort; }
 
+# check_diff FS WHAT OUT [SET]: the diff in OUT (of podman or docker, WHAT says which)
+# must list every DIFF_EXPECTED line and no .wh. name; its set goes to $RUN_DIR/SET
+# (default diff.FS). Each miss is a failure of FS.
+check_diff() {
+    local fs=$1 what=$2 out=$3 set=$RUN_DIR/${4:-diff.$1} missing
+    diff_set <"$out" >"$set"
+    missing=$(printf '%s\n' "$DIFF_EXPECTED" | LC_ALL=C sort | LC_ALL=C comm -23 - "$set")
+    [ -z "$missing" ] || fail "$fs" "$what misses: $(printf '%s' "$missing" | tr '\n' '|')"
+    if grep -q ' /.*\.wh\.' "$out"; then
+        fail "$fs" "$what shows .wh. names: $(grep '\.wh\.' "$out" | head -3 | tr '\n' '|')"
+    fi
+}
+
 C1_CHANGES='set -e
 echo c1 >> /etc/strata-empty
 ln /etc/debian_version /srv/debian_version.link
