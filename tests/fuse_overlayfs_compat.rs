@@ -298,6 +298,35 @@ fn xattr_permissions_keep_owners_and_modes_in_an_xattr() {
         b"0:0:40755",
         "the upper root takes the lower's marker"
     );
+    // A setgid directory whose bit and group live in the override hands both to what is
+    // created in it.
+    assert_eq!(
+        out(
+            "umask 022; mkdir sg && chown 0:77 sg && chmod 2775 sg && touch sg/new && \
+             mkdir sg/sub && stat -c '%n %g %a' sg/new sg/sub"
+        ),
+        "sg/new 77 644\nsg/sub 77 2755\n"
+    );
+    // chown and chmod of a file with no name (O_TMPFILE, linked afterwards) go to the
+    // override as well.
+    assert_eq!(
+        out(r#"python3 -c "
+import ctypes, os
+fd = os.open('.', os.O_TMPFILE | os.O_RDWR, 0o600)
+os.fchown(fd, 5, 6); os.fchmod(fd, 0o640)
+st = os.fstat(fd); print(st.st_uid, st.st_gid, oct(st.st_mode & 0o7777))
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.linkat(AT_FDCWD, b'/proc/self/fd/%d' % fd, AT_FDCWD, b'tmpd', AT_SYMLINK_FOLLOW) == 0
+""#),
+        "5 6 0o640\n"
+    );
+    let real = fs::metadata(l.up("tmpd")).unwrap();
+    assert_eq!((real.uid(), real.mode() & 0o7777), (0, 0o600));
+    assert_eq!(
+        get_xattr(&l.up("tmpd"), "user.containers.override_stat").unwrap(),
+        b"5:6:100640"
+    );
     // The override names are the mount's own: not listed, not settable (one set through
     // any mount would take effect at a later mount that reads them).
     assert!(!list_xattr(&l.m("f"))

@@ -380,28 +380,7 @@ impl Union {
             sys::fchownat(d, name, u32::MAX, u32::MAX)?;
         }
         let mode = ch.mode.filter(|_| s.kind != libc::S_IFLNK);
-        let overridden = if ch.uid.is_some() || ch.gid.is_some() || mode.is_some() {
-            let real = sys::fstatat(d, name)?;
-            self.write_override(XTarget::At(d, name), &real, ch.uid, ch.gid, mode)
-        } else {
-            None
-        };
-        match overridden {
-            Some(written) => written?,
-            None => {
-                if ch.uid.is_some() || ch.gid.is_some() {
-                    sys::fchownat(
-                        d,
-                        name,
-                        ch.uid.unwrap_or(u32::MAX),
-                        ch.gid.unwrap_or(u32::MAX),
-                    )?;
-                }
-                if let Some(mode) = mode {
-                    sys::fchmodat(d, name, mode & 0o7777)?;
-                }
-            }
-        }
+        self.set_owner_and_mode(XTarget::At(d, name), ch.uid, ch.gid, mode)?;
         if ch.atime.is_some() || ch.mtime.is_some() {
             sys::utimensat(d, name, ch.atime, ch.mtime)?;
         }
@@ -416,16 +395,12 @@ impl Union {
         if let Some(size) = ch.size {
             sys::ftruncate(fd, size)?;
         }
-        if ch.uid.is_some() || ch.gid.is_some() {
-            sys::fchown(fd, ch.uid.unwrap_or(u32::MAX), ch.gid.unwrap_or(u32::MAX))?;
-        }
-        if let Some(mode) = ch.mode {
-            sys::fchmod(fd, mode & 0o7777)?;
-        }
+        self.set_owner_and_mode(XTarget::Fd(fd), ch.uid, ch.gid, ch.mode)?;
         if ch.atime.is_some() || ch.mtime.is_some() {
             sys::utimens_fd(fd, ch.atime, ch.mtime)?;
         }
-        let st = sys::fstat(fd)?;
+        let mut st = sys::fstat(fd)?;
+        self.show_override(XTarget::Fd(fd), &mut st);
         Ok(self.attr_from(ino, st, &[]))
     }
 

@@ -140,7 +140,9 @@ impl Union {
         self.copy_up(&pnode, true)?;
         let udir = self.dir_fd(0, &dir.path)?;
         let d = udir.as_fd();
-        let pst = sys::fstat(d)?;
+        let mut pst = sys::fstat(d)?;
+        // Where owners and modes live in overrides, the parent's setgid bit and group too.
+        self.show_override(XTarget::Fd(d), &mut pst);
         let setgid_gid = (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid);
         let default_acl = if self.behaviour.acls {
             sys::getxattr(XTarget::Fd(d), OsStr::new(acl::DEFAULT_XATTR))

@@ -155,6 +155,41 @@ impl Union {
         Some(written)
     }
 
+    /// chown and chmod of an object in the upper (`t`): into its override where the mount
+    /// keeps owners and modes there, on the object itself otherwise.
+    pub(super) fn set_owner_and_mode(
+        &self,
+        t: XTarget<'_>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> SysResult<()> {
+        if uid.is_none() && gid.is_none() && mode.is_none() {
+            return Ok(());
+        }
+        let real = match t {
+            XTarget::At(d, n) => sys::fstatat(d, n)?,
+            XTarget::Fd(f) => sys::fstat(f)?,
+        };
+        if let Some(written) = self.write_override(t, &real, uid, gid, mode) {
+            return written;
+        }
+        if uid.is_some() || gid.is_some() {
+            let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+            match t {
+                XTarget::At(d, n) => sys::fchownat(d, n, u, g)?,
+                XTarget::Fd(f) => sys::fchown(f, u, g)?,
+            }
+        }
+        if let Some(m) = mode {
+            match t {
+                XTarget::At(d, n) => sys::fchmodat(d, n, m & 0o7777)?,
+                XTarget::Fd(f) => sys::fchmod(f, m & 0o7777)?,
+            }
+        }
+        Ok(())
+    }
+
     /// After a chown of a new or copied object failed with EPERM (a mount without the
     /// privilege to give objects other owners): records the owner in an override instead,
     /// where the mount writes them; the EPERM otherwise.
