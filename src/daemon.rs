@@ -314,10 +314,11 @@ fn adapter_config(o: &MountOptions) -> AdapterConfig {
         acls: o.acls(),
         squash_uid: o.squash_uid,
         squash_gid: o.squash_gid,
-        ids: IdMaps {
+        // One mapping for the daemon's whole life, which every request's caller refers to.
+        ids: Box::leak(Box::new(IdMaps {
             uids: IdMap::new(o.uid_ranges.clone(), idmap::kernel_overflow_id(false)),
             gids: IdMap::new(o.gid_ranges.clone(), idmap::kernel_overflow_id(true)),
-        },
+        })),
         ino32: o.ino32,
         xattrs: o.xattrs,
     }

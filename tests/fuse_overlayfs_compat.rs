@@ -195,6 +195,42 @@ fn acl_ids_are_mapped_both_ways() {
     );
 }
 
+/// Setting an ACL keeps a setgid bit for a caller in the file's group through a
+/// supplementary group, which /proc lists as the kernel's id: it is compared mapped.
+#[test]
+fn setfacl_keeps_setgid_for_a_mapped_supplementary_group() {
+    let l = Layers::new(1);
+    for f in ["member", "outsider"] {
+        l.put(0, f, "x\n");
+        let p = l.lower(0, f);
+        std::os::unix::fs::chown(&p, Some(1003), Some(1004)).unwrap();
+        chmod(&p, 0o2775);
+    }
+    let _m = l.mount("uidmapping=0:0:1:1000:5000:100,gidmapping=0:0:1:1000:6000:100");
+    let setfacl = |groups: &str, f: &str| {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=5003",
+                "--regid=7",
+                groups,
+                "setfacl",
+                "-m",
+                "u:5001:r",
+            ])
+            .arg(l.m(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::metadata(l.m(f)).unwrap().mode() & 0o7777
+    };
+    assert_eq!(setfacl("--groups=6004", "member"), 0o2775);
+    assert_eq!(setfacl("--clear-groups", "outsider"), 0o775);
+}
+
 /// `ino32_t`: inode numbers keep their low 32 bits (a lower on another filesystem than the
 /// upper composes numbers above 2^32 otherwise).
 #[test]

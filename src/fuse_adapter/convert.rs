@@ -116,6 +116,7 @@ impl StrataFs {
             gid: self.cfg.ids.gids.to_stored(req.gid()),
             pid: req.pid(),
             root: req.uid() == 0,
+            gids: &self.cfg.ids.gids,
         }
     }
 

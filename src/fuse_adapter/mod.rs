@@ -51,7 +51,7 @@ pub struct AdapterConfig {
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
     /// fuse-overlayfs' uidmapping=/gidmapping=: owners stored in the layers and shown.
-    pub ids: IdMaps,
+    pub ids: &'static IdMaps,
     /// fuse-overlayfs' `ino32_t`: inode numbers shown with their low 32 bits only.
     pub ino32: bool,
     /// fuse-overlayfs' `noxattrs=1` turns this off: every xattr call is EOPNOTSUPP.

@@ -83,6 +83,9 @@ pub struct Caller {
     /// The kernel's uid is 0: root's exemptions apply, whatever id its files are stored
     /// with.
     pub root: bool,
+    /// How the kernel's group ids are stored (gidmapping), for the caller's
+    /// supplementary groups, which /proc shows as the kernel's.
+    pub gids: &'static crate::idmap::IdMap,
 }
 
 impl Caller {
@@ -96,7 +99,9 @@ impl Caller {
     pub fn in_group_or_capable(&self, gid: u32) -> bool {
         self.root
             || self.gid == gid
-            || sys::process_groups(self.pid).contains(&gid)
+            || sys::process_groups(self.pid)
+                .iter()
+                .any(|g| self.gids.to_stored(*g) == gid)
             || sys::process_has_capability(self.pid, sys::CAP_FSETID)
     }
 }
