@@ -578,30 +578,30 @@ wl_W9() {
     measure "W9 chroot dpkg -l warm" s hyperfine_med "chroot $R/rootfs dpkg -l"
     down
 }
-wl_W10() {
+# with_lever_variants SYS FN: FN once on a fresh cold mount with the default options and,
+# where SYS has the levers, once more with metacopy=on,redirect_dir=on (FN gets "" or
+# that option string).
+with_lever_variants() {
     local x
     for x in "" ",metacopy=on,redirect_dir=on"; do
         [ -n "$x" ] && ! has_levers "$1" && continue
         VAR_OPTS=$x
         up "$1" && cold
-        CHK="stat -c %a '$R/big.img' '$FX/top/big.img'"
-        measure "W10 chmod $BIG_L lower file${x:+, metacopy=on}" s chmod 0600 "$R/big.img"
+        "$2" "$x"
         down
     done
     VAR_OPTS=
 }
-wl_W11() {
-    local x
-    for x in "" ",metacopy=on,redirect_dir=on"; do
-        [ -n "$x" ] && ! has_levers "$1" && continue
-        VAR_OPTS=$x
-        up "$1" && cold
-        CHK="find '$R/merged.moved' -type f | wc -l; ls '$R/merged.moved' | wc -l; [ -e '$R/merged' ] && echo old-name-still-there"
-        measure "W11 mv merged dir ($MERGED_L files)${x:+, redirect_dir=on}" s mv "$R/merged" "$R/merged.moved"
-        down
-    done
-    VAR_OPTS=
+w10_chmod() {
+    CHK="stat -c %a '$R/big.img' '$FX/top/big.img'"
+    measure "W10 chmod $BIG_L lower file${1:+, metacopy=on}" s chmod 0600 "$R/big.img"
 }
+w11_mv() {
+    CHK="find '$R/merged.moved' -type f | wc -l; ls '$R/merged.moved' | wc -l; [ -e '$R/merged' ] && echo old-name-still-there"
+    measure "W11 mv merged dir ($MERGED_L files)${1:+, redirect_dir=on}" s mv "$R/merged" "$R/merged.moved"
+}
+wl_W10() { with_lever_variants "$1" w10_chmod; }
+wl_W11() { with_lever_variants "$1" w11_mv; }
 cached_kb() { awk '$1 == "Cached:" {print $2}' /proc/meminfo; }
 
 # The growth of the page cache when 10 mounts read the same PC_MIB MiB of one lower file,

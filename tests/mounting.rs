@@ -511,6 +511,26 @@ impl Drop for Fg {
 }
 
 /// A small two-lower image: l0 has `top` and `both` (wins), l1 has `bottom` and `both`.
+/// Where most mount(8) tests start: mount.stratafs linked to this build, a small image,
+/// and a guard that unmounts it (fields drop in this order: the mount, the layers, the
+/// link).
+struct HelperBed {
+    _mounted: Mount,
+    l: Layers,
+    _link: LinkGuard,
+}
+
+fn helper_bed() -> HelperBed {
+    become_subreaper();
+    let link = helper_link();
+    let l = small_image();
+    HelperBed {
+        _mounted: guard(&l.mnt),
+        l,
+        _link: link,
+    }
+}
+
 fn small_image() -> Layers {
     let l = Layers::new(2);
     l.put(0, "top", "top\n");
@@ -536,10 +556,8 @@ fn check_small_view(l: &Layers) {
 
 #[test]
 fn mount_t_stratafs_runs_the_helper_and_umount_ends_the_daemon() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     let out = run(tool("mount")
         .args(["-t", "stratafs", "stratafs"])
         .arg(&l.mnt)
@@ -556,7 +574,7 @@ fn mount_t_stratafs_runs_the_helper_and_umount_ends_the_daemon() {
         line.starts_with("stratafs ") && line.contains(" fuse.stratafs rw,"),
         "/proc/mounts: {line}"
     );
-    check_small_view(&l);
+    check_small_view(l);
     umount_ends_daemon(&l.mnt, "mount -t stratafs");
 }
 
@@ -589,10 +607,8 @@ fn mount_t_fuse_stratafs_goes_through_mount_fuse3() {
 
 #[test]
 fn mount_fake_checks_and_mounts_nothing() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     // -f: mount(8) passes -f to the helper, which checks the options against the disk.
     let out = run(tool("mount")
         .args(["-f", "-t", "stratafs", "stratafs"])
@@ -650,10 +666,8 @@ fn mount_fake_checks_and_mounts_nothing() {
 
 #[test]
 fn mount_verbose_reports_and_mounts() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     let out = run(tool("mount")
         .args(["-v", "-t", "stratafs", "stratafs"])
         .arg(&l.mnt)
@@ -666,16 +680,14 @@ fn mount_verbose_reports_and_mounts() {
         out.text()
     );
     assert!(is_mounted(&l.mnt));
-    check_small_view(&l);
+    check_small_view(l);
     umount_ends_daemon(&l.mnt, "mount -v");
 }
 
 #[test]
 fn mount_helper_failure_exits_1_with_the_reason() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     let out = run(tool("mount")
         .args(["-t", "stratafs", "stratafs"])
         .arg(&l.mnt)
@@ -706,10 +718,8 @@ fn mount_helper_failure_exits_1_with_the_reason() {
 
 #[test]
 fn fstab_line_mounts_by_mountpoint() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     let fstab = l.root().join("fstab");
     fs::write(
         &fstab,
@@ -723,7 +733,7 @@ fn fstab_line_mounts_by_mountpoint() {
     .unwrap();
     run(tool("mount").arg("--fstab").arg(&fstab).arg(&l.mnt)).ok("mount --fstab FILE MNT");
     assert!(mount_line(&l.mnt).unwrap().contains(" fuse.stratafs "));
-    check_small_view(&l);
+    check_small_view(l);
     umount_ends_daemon(&l.mnt, "fstab mount");
 }
 
@@ -821,10 +831,8 @@ fn sighup_unmounts_cleanly() {
 
 #[test]
 fn sigterm_to_a_detached_daemon_unmounts_cleanly() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     run(tool("mount")
         .args(["-t", "stratafs", "stratafs"])
         .arg(&l.mnt)
@@ -1512,10 +1520,8 @@ fn mountpoint_overlapping_a_layer_is_refused() {
 
 #[test]
 fn lowers_only_mount_is_read_only() {
-    become_subreaper();
-    let _link = helper_link();
-    let l = small_image();
-    let _g = guard(&l.mnt);
+    let bed = helper_bed();
+    let l = &bed.l;
     run(tool("mount")
         .args(["-t", "stratafs", "stratafs"])
         .arg(&l.mnt)
