@@ -167,12 +167,16 @@ impl Union {
         if uid.is_none() && gid.is_none() && mode.is_none() {
             return Ok(());
         }
-        let real = match t {
-            XTarget::At(d, n) => sys::fstatat(d, n)?,
-            XTarget::Fd(f) => sys::fstat(f)?,
-        };
-        if let Some(written) = self.write_override(t, &real, uid, gid, mode) {
-            return written;
+        if self.overrides.write.is_some() {
+            // The real stat only matters to an override (its type, and what it starts
+            // from): a mount that writes none pays no extra syscall per chown or chmod.
+            let real = match t {
+                XTarget::At(d, n) => sys::fstatat(d, n)?,
+                XTarget::Fd(f) => sys::fstat(f)?,
+            };
+            if let Some(written) = self.write_override(t, &real, uid, gid, mode) {
+                return written;
+            }
         }
         if uid.is_some() || gid.is_some() {
             let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
