@@ -365,6 +365,30 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     Ok(())
 }
 
+/// fstatat or fstat of the object `t` addresses (an entry of a dir, or a descriptor).
+pub fn stat_target(t: XTarget<'_>) -> SysResult<Stat> {
+    match t {
+        XTarget::At(d, n) => fstatat(d, n),
+        XTarget::Fd(f) => fstat(f),
+    }
+}
+
+/// fchownat or fchown of the object `t` addresses.
+pub fn chown_target(t: XTarget<'_>, uid: u32, gid: u32) -> SysResult<()> {
+    match t {
+        XTarget::At(d, n) => fchownat(d, n, uid, gid),
+        XTarget::Fd(f) => fchown(f, uid, gid),
+    }
+}
+
+/// fchmodat or fchmod of the object `t` addresses.
+pub fn chmod_target(t: XTarget<'_>, mode: u32) -> SysResult<()> {
+    match t {
+        XTarget::At(d, n) => fchmodat(d, n, mode),
+        XTarget::Fd(f) => fchmod(f, mode),
+    }
+}
+
 /// A timestamp to set: `None` leaves it (UTIME_OMIT); `Some(None)` is now.
 pub type TimeSpec = Option<Option<(i64, i64)>>;
 

@@ -41,36 +41,6 @@ fn undo_on_error(
     r
 }
 
-/// A new object being finished: an entry of a directory, or an open file with no name.
-#[derive(Clone, Copy)]
-enum NewObject<'a> {
-    At(BorrowedFd<'a>, &'a OsStr),
-    Fd(BorrowedFd<'a>),
-}
-
-impl NewObject<'_> {
-    fn xtarget(&self) -> XTarget<'_> {
-        match *self {
-            NewObject::At(d, n) => XTarget::At(d, n),
-            NewObject::Fd(f) => XTarget::Fd(f),
-        }
-    }
-
-    fn chown(&self, uid: u32, gid: u32) -> SysResult<()> {
-        match *self {
-            NewObject::At(d, n) => sys::fchownat(d, n, uid, gid),
-            NewObject::Fd(f) => sys::fchown(f, uid, gid),
-        }
-    }
-
-    fn chmod(&self, perm: u32) -> SysResult<()> {
-        match *self {
-            NewObject::At(d, n) => sys::fchmodat(d, n, perm),
-            NewObject::Fd(f) => sys::fchmod(f, perm),
-        }
-    }
-}
-
 /// The upper directory a new entry goes into, and whether a whiteout sits at the name.
 struct Target {
     udir: std::sync::Arc<OwnedFd>,
@@ -192,7 +162,7 @@ impl Union {
     #[allow(clippy::too_many_arguments)]
     fn finish_new_object(
         &self,
-        obj: NewObject<'_>,
+        target: XTarget<'_>,
         fmt: u32,
         caller: Caller,
         gid: u32,
@@ -200,8 +170,7 @@ impl Union {
         access_acl: Option<&Acl>,
         default_acl: Option<&Acl>,
     ) -> SysResult<()> {
-        let target = obj.xtarget();
-        let in_override = match obj.chown(caller.uid, gid) {
+        let in_override = match sys::chown_target(target, caller.uid, gid) {
             Ok(()) => false,
             Err(Errno::EPERM) => {
                 let shown = OverrideStat {
@@ -226,11 +195,14 @@ impl Union {
                 0,
             )?;
         }
-        obj.chmod(if in_override {
-            overrides::real_perm(fmt, perm)
-        } else {
-            perm
-        })
+        sys::chmod_target(
+            target,
+            if in_override {
+                overrides::real_perm(fmt, perm)
+            } else {
+                perm
+            },
+        )
     }
 
     /// A new regular file with no name (O_TMPFILE) in the directory `parent`, open with
@@ -255,7 +227,7 @@ impl Union {
             0o600,
         )?;
         self.finish_new_object(
-            NewObject::Fd(fd.as_fd()),
+            XTarget::Fd(fd.as_fd()),
             libc::S_IFREG,
             caller,
             gid,
@@ -313,7 +285,7 @@ impl Union {
                 return sys::fchownat(at, n, caller.uid, gid);
             }
             self.finish_new_object(
-                NewObject::At(at, n),
+                XTarget::At(at, n),
                 fmt,
                 caller,
                 gid,

@@ -170,28 +170,18 @@ impl Union {
         if self.overrides.write.is_some() {
             // The real stat only matters to an override (its type, and what it starts
             // from): a mount that writes none pays no extra syscall per chown or chmod.
-            let real = match t {
-                XTarget::At(d, n) => sys::fstatat(d, n)?,
-                XTarget::Fd(f) => sys::fstat(f)?,
-            };
+            let real = sys::stat_target(t)?;
             if let Some(written) = self.write_override(t, &real, uid, gid, mode) {
                 return written;
             }
         }
         if uid.is_some() || gid.is_some() {
-            let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-            match t {
-                XTarget::At(d, n) => sys::fchownat(d, n, u, g)?,
-                XTarget::Fd(f) => sys::fchown(f, u, g)?,
-            }
+            sys::chown_target(t, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
-        if let Some(m) = mode {
-            match t {
-                XTarget::At(d, n) => sys::fchmodat(d, n, m & 0o7777)?,
-                XTarget::Fd(f) => sys::fchmod(f, m & 0o7777)?,
-            }
+        match mode {
+            Some(m) => sys::chmod_target(t, m & 0o7777),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// After a chown of a new or copied object failed with EPERM (a mount without the
