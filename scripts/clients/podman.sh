@@ -159,7 +159,9 @@ run_fs() { # FS
     fi
 
     rc=0
-    timed "$fs" "diff c1" P diff c1 >"$PD/diff.out" 2>"$PD/diff.err" || rc=$?
+    # `container diff`: a bare `podman diff c1` looks for an image first, and takes one
+    # whose ID begins with the hex digits "c1" (1 in 256 per image) over the container.
+    timed "$fs" "diff c1" P container diff c1 >"$PD/diff.out" 2>"$PD/diff.err" || rc=$?
     if [ $rc != 0 ]; then
         fail "$fs" "podman diff c1: status $rc: $(tail -5 "$PD/diff.err" | tr '\n' '|')"
     else

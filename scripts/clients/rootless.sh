@@ -220,7 +220,8 @@ run_fs() { # FS
         return
     fi
     rc=0
-    timed "$fs" "diff c1" U podman diff c1 >"$UHOME/diff-$fs.out" 2>&1 || rc=$?
+    # `container diff`, not `diff`: see podman.sh (an image ID beginning "c1" wins).
+    timed "$fs" "diff c1" U podman container diff c1 >"$UHOME/diff-$fs.out" 2>&1 || rc=$?
     if [ $rc != 0 ]; then
         fail "$fs" "podman diff c1: status $rc: $(tail -5 "$UHOME/diff-$fs.out" | tr '\n' '|')"
     else
