@@ -5,8 +5,10 @@ use super::*;
 impl StrataFs {
     pub(super) fn do_statx(&self, ino: INodeNo, reply: ReplyStatx) {
         let _timing = self.stats.time(Op::Getattr);
-        match self.union.statx(self.num(ino)) {
-            Ok((a, extra)) => {
+        answer(
+            reply,
+            self.union.statx(self.num(ino)),
+            |reply, (a, extra)| {
                 let (btime, with_btime) = match extra.btime {
                     Some((s, ns)) => (systime(s, ns as i64), libc::STATX_BTIME),
                     None => (UNIX_EPOCH, 0),
@@ -29,9 +31,8 @@ impl StrataFs {
                         rdev,
                     },
                 )
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+            },
+        )
     }
 
     pub(super) fn do_ioctl(&self, ino: INodeNo, cmd: u32, in_data: &[u8], reply: ReplyIoctl) {
@@ -59,9 +60,6 @@ impl StrataFs {
                 .map(|()| Vec::new()),
             _ => Err(Errno(libc::ENOTTY)),
         };
-        match r {
-            Ok(data) => reply.ioctl(0, &data),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, r, |reply, data| reply.ioctl(0, &data))
     }
 }

@@ -130,16 +130,15 @@ impl StrataFs {
     }
 
     pub(super) fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
-        match r {
-            Ok(a) => reply.entry_for_node(
+        answer(reply, r, |reply, a| {
+            reply.entry_for_node(
                 INodeNo(a.nodeid),
                 &self.cfg.ttl,
                 &self.cfg.ttl,
                 &self.fattr(&a),
                 Generation(0),
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+            )
+        })
     }
 
     /// Answers a create (or O_TMPFILE) with the new object and its open file, in
@@ -210,9 +209,48 @@ pub(super) fn cache_flags(keep_cache: bool) -> FopenFlags {
     }
 }
 
-pub(super) fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+/// A FUSE reply that can carry an errno. Each of fuser's reply types has its own `error`
+/// method; `answer` needs them under one name.
+pub(super) trait ErrorReply {
+    fn fail(self, e: FErrno);
+}
+
+macro_rules! error_replies {
+    ($($reply:ty),*) => {
+        $(impl ErrorReply for $reply {
+            fn fail(self, e: FErrno) {
+                self.error(e)
+            }
+        })*
+    };
+}
+
+error_replies!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyIoctl,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyStatx,
+    ReplyWrite,
+    ReplyXattr
+);
+
+/// Answers a request from the union's result: `ok` sends the reply of a success, a
+/// failure goes back as its errno.
+pub(super) fn answer<R: ErrorReply, T>(reply: R, r: Result<T, Errno>, ok: impl FnOnce(R, T)) {
     match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
+        Ok(v) => ok(reply, v),
+        Err(e) => reply.fail(errno(e)),
     }
+}
+
+pub(super) fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    answer(reply, r, |reply, ()| reply.ok())
 }

@@ -14,10 +14,7 @@ impl StrataFs {
                 &e.name,
             )
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, r, |reply, ()| reply.ok())
     }
 
     pub(super) fn do_readdirplus(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
@@ -68,9 +65,6 @@ impl StrataFs {
                 ),
             }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, r, |reply, ()| reply.ok())
     }
 }

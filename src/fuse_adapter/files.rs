@@ -82,13 +82,10 @@ impl StrataFs {
         reply: ReplyCreate,
     ) {
         let _timing = self.stats.time(Op::Create);
-        match self
+        let r = self
             .union
-            .tmpfile(self.caller(req), self.num(parent), mode, umask, flags)
-        {
-            Ok((a, fd)) => self.created(reply, a, fd),
-            Err(e) => reply.error(errno(e)),
-        }
+            .tmpfile(self.caller(req), self.num(parent), mode, umask, flags);
+        answer(reply, r, |reply, (a, fd)| self.created(reply, a, fd))
     }
 
     pub(super) fn do_copy_file_range(
@@ -101,13 +98,12 @@ impl StrataFs {
         reply: ReplyWrite,
     ) {
         let _timing = self.stats.time(Op::CopyFileRange);
-        match self
-            .union
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            self.union
+                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len),
+            |reply, n| reply.written(n),
+        )
     }
 
     pub(super) fn do_fallocate(

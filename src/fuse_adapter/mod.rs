@@ -166,10 +166,9 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timing = self.stats.time(Op::Getattr);
-        match self.union.getattr(self.num(ino)) {
-            Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.union.getattr(self.num(ino)), |reply, a| {
+            reply.attr(&self.cfg.ttl, &self.fattr(&a))
+        })
     }
 
     fn setattr(
@@ -199,13 +198,12 @@ impl Filesystem for StrataFs {
             atime: timespec(atime),
             mtime: timespec(mtime),
         };
-        match self
-            .union
-            .setattr(self.caller(req), self.num(ino), fh.map(|f| f.0), ch)
-        {
-            Ok(a) => reply.attr(&self.cfg.ttl, &self.fattr(&a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            self.union
+                .setattr(self.caller(req), self.num(ino), fh.map(|f| f.0), ch),
+            |reply, a| reply.attr(&self.cfg.ttl, &self.fattr(&a)),
+        )
     }
 
     fn statx(
@@ -222,10 +220,9 @@ impl Filesystem for StrataFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _timing = self.stats.time(Op::Readlink);
-        match self.union.readlink(self.num(ino)) {
-            Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.union.readlink(self.num(ino)), |reply, t| {
+            reply.data(t.as_bytes())
+        })
     }
 
     fn mknod(
@@ -347,10 +344,9 @@ impl Filesystem for StrataFs {
         reply: ReplyData,
     ) {
         let _timing = self.stats.time(Op::Read);
-        match self.union.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.union.read(fh.0, offset, size), |reply, d| {
+            reply.data(&d)
+        })
     }
 
     fn write(
@@ -366,10 +362,9 @@ impl Filesystem for StrataFs {
         reply: ReplyWrite,
     ) {
         let _timing = self.stats.time(Op::Write);
-        match self.union.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.union.write(fh.0, offset, data), |reply, n| {
+            reply.written(n)
+        })
     }
 
     fn flush(
@@ -424,10 +419,11 @@ impl Filesystem for StrataFs {
         if self.cache_listings {
             return reply.error(FErrno::from_i32(libc::ENOSYS));
         }
-        match self.union.check_listable(self.num(ino)) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            self.union.check_listable(self.num(ino)),
+            |reply, ()| reply.opened(FileHandle(0), FopenFlags::empty()),
+        )
     }
 
     fn readdir(
@@ -466,8 +462,8 @@ impl Filesystem for StrataFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _timing = self.stats.time(Op::Statfs);
-        match self.union.statfs() {
-            Ok(s) => reply.statfs(
+        answer(reply, self.union.statfs(), |reply, s| {
+            reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
                 s.f_bavail,
@@ -476,9 +472,8 @@ impl Filesystem for StrataFs {
                 s.f_bsize as u32,
                 s.f_namemax as u32,
                 s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+            )
+        })
     }
 
     fn setxattr(
@@ -563,10 +558,9 @@ impl Filesystem for StrataFs {
         reply: ReplyLseek,
     ) {
         let _timing = self.stats.time(Op::Lseek);
-        match self.union.lseek(fh.0, offset, whence) {
-            Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.union.lseek(fh.0, offset, whence), |reply, o| {
+            reply.offset(o)
+        })
     }
 
     fn ioctl(

@@ -40,34 +40,28 @@ impl StrataFs {
                 reply_xattr(reply, size, report.as_bytes())
             };
         }
-        match self
+        let r = self
             .xattrs_on()
-            .and_then(|()| self.union.getxattr(self.num(ino), name))
-        {
-            Ok(v) => {
-                let shown = name.to_str().and_then(|n| self.cfg.ids.shown_xattr(n, &v));
-                reply_xattr(reply, size, shown.as_deref().unwrap_or(&v))
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+            .and_then(|()| self.union.getxattr(self.num(ino), name));
+        answer(reply, r, |reply, v| {
+            let shown = name.to_str().and_then(|n| self.cfg.ids.shown_xattr(n, &v));
+            reply_xattr(reply, size, shown.as_deref().unwrap_or(&v))
+        })
     }
 
     pub(super) fn do_listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _timing = self.stats.time(Op::Listxattr);
-        match self
+        let r = self
             .xattrs_on()
-            .and_then(|()| self.union.listxattr(self.caller(req), self.num(ino)))
-        {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(n.as_bytes());
-                    buf.push(0);
-                }
-                reply_xattr(reply, size, &buf);
+            .and_then(|()| self.union.listxattr(self.caller(req), self.num(ino)));
+        answer(reply, r, |reply, names| {
+            let mut buf = Vec::new();
+            for n in names {
+                buf.extend_from_slice(n.as_bytes());
+                buf.push(0);
             }
-            Err(e) => reply.error(errno(e)),
-        }
+            reply_xattr(reply, size, &buf);
+        })
     }
 
     pub(super) fn do_removexattr(
