@@ -377,6 +377,47 @@ echo c1 > /srv/c1-added && ln /srv/c1-added /srv/c1-added.link
 mkdir /var/c1dir && echo x > /var/c1dir/inner
 rm /etc/shells'
 
+# c1_round FS LOGS ENGINE_NAME ENGINE...: the steps every engine scenario takes once its
+# image localhost/deb:built exists. ENGINE is the command that runs the engine (its roots,
+# its user, its timeout): run c1 with C1_CHANGES (and C1_MORE, changes of one scenario
+# only), diff c1 (check_diff), commit c1 as localhost/deb:committed, check that image in a
+# container and list its tree into $RUN_DIR/tree.FS. LOGS prefixes the log files' paths.
+# Returns 1 when c1 did not run or was not committed: what follows needs it.
+c1_round() {
+    local fs=$1 logs=$2 name=$3 rc=0 out
+    shift 3
+    local run=("$@" run --network none --pull never)
+    timed "$fs" "run c1 (changes)" "${run[@]}" --name c1 localhost/deb:built \
+        sh -c "$C1_CHANGES${C1_MORE:+
+$C1_MORE}" >"${logs}c1.log" 2>&1 || rc=$?
+    if [ $rc != 0 ]; then
+        fail "$fs" "$name run c1: status $rc: $(tail -5 "${logs}c1.log" | tr '\n' '|')"
+        return 1
+    fi
+    rc=0
+    # `container diff`: a bare `podman diff c1` looks for an image first, and takes one
+    # whose ID begins with the hex digits "c1" (1 in 256 per image) over the container.
+    timed "$fs" "diff c1" "$@" container diff c1 >"${logs}diff.out" 2>"${logs}diff.err" || rc=$?
+    if [ $rc != 0 ]; then
+        fail "$fs" "$name diff c1: status $rc: $(tail -5 "${logs}diff.err" | tr '\n' '|')"
+    else
+        check_diff "$fs" "$name diff c1" "${logs}diff.out"
+    fi
+    rc=0
+    timed "$fs" "commit c1" "$@" commit c1 localhost/deb:committed >"${logs}commit.log" 2>&1 || rc=$?
+    if [ $rc != 0 ]; then
+        fail "$fs" "$name commit c1: status $rc: $(tail -5 "${logs}commit.log" | tr '\n' '|')"
+        return 1
+    fi
+    rc=0
+    out=$(timed "$fs" "run + check committed" "${run[@]}" --rm localhost/deb:committed \
+        sh /usr/local/bin/check-image.sh committed 2>&1) || rc=$?
+    [ $rc = 0 ] || fail "$fs" "check of the committed image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
+    "${run[@]}" --rm localhost/deb:committed sh -c "$TREE_CMD" 2>&1 | tree_skip >"$RUN_DIR/tree.$fs" || true
+    [ "$(wc -l <"$RUN_DIR/tree.$fs")" -gt 5000 ] \
+        || fail "$fs" "find / in a container of the committed image listed only $(wc -l <"$RUN_DIR/tree.$fs") entries: $(head -3 "$RUN_DIR/tree.$fs" | tr '\n' '|')"
+}
+
 # Paths whose entry in the diff depends on the diff method, not on the filesystem: the
 # kernel driver reads the upper dir, where `ln` copied the (unchanged) lower file up; the
 # naive diff of a mount_program compares stat data, which did not change.

@@ -15,7 +15,7 @@
 #   check   podman run of the built image: check-image.sh built (deleted names gone for
 #           readdir AND lookup, new contents present)
 #   c1      podman run --name c1 of the built image, making more changes
-#   diff    podman diff c1 (must list the changes; compared with kernel overlayfs')
+#   diff    podman container diff c1 (must list the changes; compared with kernel overlayfs')
 #   commit  podman commit c1, then check-image.sh committed in a container of the result
 #   diff image  podman diff of the committed image (its top layer, c1's, against its parent)
 # Prints the timings side by side. Exit 0: every check passed on stratafs; 1: stratafs
@@ -150,44 +150,14 @@ run_fs() { # FS
         sh /usr/local/bin/check-image.sh built 2>&1) || rc=$?
     [ $rc = 0 ] || fail "$fs" "check of the built image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
 
-    rc=0
-    timed "$fs" "run c1 (changes)" P run --name c1 --network none --pull never localhost/deb:built \
-        sh -c "$C1_CHANGES" >"$PD/c1.log" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman run c1: status $rc: $(tail -5 "$PD/c1.log" | tr '\n' '|')"
-        return
-    fi
-
-    rc=0
-    # `container diff`: a bare `podman diff c1` looks for an image first, and takes one
-    # whose ID begins with the hex digits "c1" (1 in 256 per image) over the container.
-    timed "$fs" "diff c1" P container diff c1 >"$PD/diff.out" 2>"$PD/diff.err" || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman diff c1: status $rc: $(tail -5 "$PD/diff.err" | tr '\n' '|')"
-    else
-        check_diff "$fs" "podman diff c1" "$PD/diff.out"
-    fi
-
-    rc=0
-    timed "$fs" "commit c1" P commit c1 localhost/deb:committed >"$PD/commit.log" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman commit c1: status $rc: $(tail -5 "$PD/commit.log" | tr '\n' '|')"
-    else
+    if c1_round "$fs" "$PD/" podman P; then
         rc=0
-        out=$(timed "$fs" "run + check committed" P run --rm --network none --pull never localhost/deb:committed \
-            sh /usr/local/bin/check-image.sh committed 2>&1) || rc=$?
-        [ $rc = 0 ] || fail "$fs" "check of the committed image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
-        P run --rm --network none --pull never localhost/deb:committed sh -c "$TREE_CMD" 2>&1 | tree_skip >"$RUN_DIR/tree.$fs" || true
-        [ "$(wc -l <"$RUN_DIR/tree.$fs")" -gt 5000 ] \
-            || fail "$fs" "find / in a container of the committed image listed only $(wc -l <"$RUN_DIR/tree.$fs") entries: $(head -3 "$RUN_DIR/tree.$fs" | tr '\n' '|')"
-    fi
-
-    rc=0
-    timed "$fs" "diff committed image" P diff localhost/deb:committed >"$PD/diff-image.out" 2>"$PD/diff-image.err" || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman diff localhost/deb:committed: status $rc: $(tail -5 "$PD/diff-image.err" | tr '\n' '|')"
-    else
-        check_diff "$fs" "podman diff of the committed image" "$PD/diff-image.out" "diff-image.$fs"
+        timed "$fs" "diff committed image" P image diff localhost/deb:committed >"$PD/diff-image.out" 2>"$PD/diff-image.err" || rc=$?
+        if [ $rc != 0 ]; then
+            fail "$fs" "podman diff localhost/deb:committed: status $rc: $(tail -5 "$PD/diff-image.err" | tr '\n' '|')"
+        else
+            check_diff "$fs" "podman diff of the committed image" "$PD/diff-image.out" "diff-image.$fs"
+        fi
     fi
 
     P rm -a -f -t 0 >/dev/null 2>&1 || true

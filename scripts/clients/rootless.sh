@@ -211,34 +211,8 @@ run_fs() { # FS
             *) fail "$fs" "buildah's image: $(printf '%s' "$out" | tr '\n' '|')" ;; esac
     fi
 
-    rc=0
-    timed "$fs" "run c1 (changes)" U podman run --name c1 --network none --pull never localhost/deb:built \
-        sh -c "$C1_CHANGES"' && chown 1234:1234 /srv/c1-added && chown -R 1500:1500 /var/c1dir' \
-        >"$UHOME/c1-$fs.log" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman run c1: status $rc: $(tail -5 "$UHOME/c1-$fs.log" | tr '\n' '|')"
-        return
-    fi
-    rc=0
-    # `container diff`, not `diff`: see podman.sh (an image ID beginning "c1" wins).
-    timed "$fs" "diff c1" U podman container diff c1 >"$UHOME/diff-$fs.out" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman diff c1: status $rc: $(tail -5 "$UHOME/diff-$fs.out" | tr '\n' '|')"
-    else
-        check_diff "$fs" "podman diff c1" "$UHOME/diff-$fs.out"
-    fi
-    rc=0
-    timed "$fs" "commit c1" U podman commit c1 localhost/deb:committed >"$UHOME/commit-$fs.log" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then
-        fail "$fs" "podman commit c1: status $rc: $(tail -5 "$UHOME/commit-$fs.log" | tr '\n' '|')"
-    else
-        out=$(U podman run --rm --network none --pull never localhost/deb:committed \
-            sh /usr/local/bin/check-image.sh committed 2>&1) \
-            || fail "$fs" "check of the committed image: $(printf '%s' "$out" | head -20 | tr '\n' '|')"
-        U podman run --rm --network none --pull never localhost/deb:committed sh -c "$TREE_CMD" 2>&1 \
-            | tree_skip >"$RUN_DIR/tree.$fs" || true
-        [ "$(wc -l <"$RUN_DIR/tree.$fs")" -gt 5000 ] \
-            || fail "$fs" "the committed image lists only $(wc -l <"$RUN_DIR/tree.$fs") entries: $(head -3 "$RUN_DIR/tree.$fs" | tr '\n' '|')"
+    if C1_MORE='chown 1234:1234 /srv/c1-added && chown -R 1500:1500 /var/c1dir' \
+        c1_round "$fs" "$UHOME/$fs-" podman U podman; then
         grep -q ' 1234:1234 .* /srv/c1-added$' "$RUN_DIR/tree.$fs" \
             || fail "$fs" "owner of /srv/c1-added lost in the commit: $(grep ' /srv/c1-added$' "$RUN_DIR/tree.$fs")"
     fi
