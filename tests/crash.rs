@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, spawn_foreground_logged, Layers, Rng};
+use common::{is_mounted, kill, spawn_foreground_logged, Layers, Rng};
 
 const BIG: u64 = 100 << 20;
 const WORKERS: usize = 2;
@@ -147,8 +147,8 @@ impl Daemon {
     /// SIGKILL, reap, and clean the dead mount.
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) of our own child process, not yet reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            // Our own child process, not yet reaped.
+            let _ = kill(c.id(), libc::SIGKILL);
             let _ = c.wait();
         }
         lazy_unmount(&self.mnt);

@@ -45,11 +45,9 @@ mod common;
 use common::*;
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -473,159 +471,78 @@ impl fmt::Display for Setup {
 }
 
 // ---------------------------------------------------------------------------------------
-// Thin syscall layer: Result<_, errno>
+// Syscalls as the model compares them: Result<_, errno>, over std and common::sys.
 
-fn cs(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
+/// The errno of a failure: what the model compares between the mount and the oracle.
+fn errno_of<T>(r: std::io::Result<T>) -> Result<T, i32> {
+    r.map_err(|e| errno(&e))
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+fn sys_open(p: &Path, flags: i32, mode: u32) -> Result<fs::File, i32> {
+    errno_of(open_raw(p, flags, mode))
 }
 
-fn chk(r: libc::c_int) -> Result<(), i32> {
-    if r < 0 {
-        Err(last_errno())
-    } else {
+fn sys_close(f: fs::File) -> Result<(), i32> {
+    errno_of(close(f))
+}
+
+/// One write(2) (`off` None) or pwrite(2) of `data`; a short write, never expected, is -1.
+fn write_once(f: &fs::File, data: &[u8], off: Option<u64>) -> Result<(), i32> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let n = errno_of(match off {
+        Some(o) => f.write_at(data, o),
+        None => (&*f).write(data),
+    })?;
+    if n == data.len() {
         Ok(())
-    }
-}
-
-fn sys_open(p: &Path, flags: i32, mode: u32) -> Result<i32, i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
-    if fd < 0 {
-        Err(last_errno())
     } else {
-        Ok(fd)
-    }
-}
-
-fn sys_close(fd: i32) -> Result<(), i32> {
-    // SAFETY: fd is ours.
-    chk(unsafe { libc::close(fd) })
-}
-
-fn write_fd(fd: i32, data: &[u8], off: Option<u64>) -> Result<(), i32> {
-    // SAFETY: the buffer is valid for data.len() bytes.
-    let n = unsafe {
-        match off {
-            Some(o) => libc::pwrite(fd, data.as_ptr().cast(), data.len(), o as i64),
-            None => libc::write(fd, data.as_ptr().cast(), data.len()),
-        }
-    };
-    if n < 0 {
-        Err(last_errno())
-    } else if n as usize != data.len() {
-        Err(-1) // short write: never expected
-    } else {
-        Ok(())
+        Err(-1)
     }
 }
 
 fn sys_rename(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
-    let (a, b) = (cs(from), cs(to));
-    // SAFETY: valid C strings.
-    chk(unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    })
+    errno_of(rename2(from, to, flags))
 }
 
 fn sys_mkdir(p: &Path, mode: u32) -> Result<(), i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    chk(unsafe { libc::mkdir(c.as_ptr(), mode) })
+    use std::os::unix::fs::DirBuilderExt;
+    errno_of(fs::DirBuilder::new().mode(mode).create(p))
 }
 
 fn sys_rmdir(p: &Path) -> Result<(), i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    chk(unsafe { libc::rmdir(c.as_ptr()) })
+    errno_of(fs::remove_dir(p))
 }
 
 fn sys_chown(p: &Path, uid: u32, gid: u32, follow: bool) -> Result<(), i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    chk(unsafe {
-        if follow {
-            libc::chown(c.as_ptr(), uid, gid)
-        } else {
-            libc::lchown(c.as_ptr(), uid, gid)
-        }
-    })
+    use std::os::unix::fs::{chown, lchown};
+    let change = if follow { chown } else { lchown };
+    errno_of(change(p, Some(uid), Some(gid)))
 }
 
 fn sys_chmod(p: &Path, mode: u32) -> Result<(), i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    chk(unsafe { libc::chmod(c.as_ptr(), mode) })
+    use std::os::unix::fs::PermissionsExt;
+    errno_of(fs::set_permissions(p, fs::Permissions::from_mode(mode)))
 }
 
 fn sys_setxattr(p: &Path, name: &str, value: &[u8], flags: i32, follow: bool) -> Result<(), i32> {
-    let (c, n) = (cs(p), CString::new(name).unwrap());
-    // SAFETY: valid C strings and buffer.
-    chk(unsafe {
-        if follow {
-            libc::setxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                flags,
-            )
-        } else {
-            libc::lsetxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                flags,
-            )
-        }
-    })
+    errno_of(set_xattr_with(p, name, value, flags, follow))
 }
 
-fn sys_mknod(p: &Path, mode: u32, dev: u64) -> Result<(), i32> {
-    let c = cs(p);
-    // SAFETY: valid C string.
-    chk(unsafe { libc::mknod(c.as_ptr(), mode, dev) })
+/// mknod(2) of a fifo or a whiteout (device 0/0); `mode` includes the S_IF* type bits.
+fn sys_mknod(p: &Path, mode: u32) -> Result<(), i32> {
+    errno_of(mknod(p, mode, 0, 0))
 }
 
 /// user.* xattrs and ACLs of `p` (not following a symlink), sorted.
 fn user_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>, i32> {
-    let c = cs(p);
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C string and buffer.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(last_errno());
-    }
     let mut out = Vec::new();
-    for name in buf[..n as usize]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-    {
-        if !name.starts_with(b"user.") && !name.starts_with(b"system.posix_acl_") {
-            continue;
+    for name in errno_of(list_xattr(p))? {
+        if name.starts_with("user.") || name.starts_with("system.posix_acl_") {
+            let value = errno_of(get_xattr(p, &name))?;
+            out.push((name, value));
         }
-        let cn = CString::new(name).unwrap();
-        let mut v = vec![0u8; 4096];
-        // SAFETY: valid C strings and buffer.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        if m < 0 {
-            return Err(last_errno());
-        }
-        v.truncate(m as usize);
-        out.push((String::from_utf8_lossy(name).into_owned(), v));
     }
-    out.sort();
     Ok(out)
 }
 
@@ -709,7 +626,7 @@ fn materialize(setup: &Setup, lowers: &[PathBuf], for_stratafs: bool) {
         match &e.kind {
             LKind::Whiteout => match form {
                 Form::Aufs => fs::write(pdir.join(format!(".wh.{name}")), b"").unwrap(),
-                Form::Overlay => ok(sys_mknod(&p, libc::S_IFCHR | 0o600, 0), "mknod"),
+                Form::Overlay => ok(sys_mknod(&p, libc::S_IFCHR | 0o600), "mknod"),
                 Form::Xattr => {
                     fs::write(&p, b"").unwrap();
                     ok(
@@ -731,7 +648,7 @@ fn materialize(setup: &Setup, lowers: &[PathBuf], for_stratafs: bool) {
             kind => {
                 match kind {
                     LKind::File(d) => write_sparse(&p, d),
-                    LKind::Fifo => ok(sys_mknod(&p, libc::S_IFIFO | 0o600, 0), "mkfifo"),
+                    LKind::Fifo => ok(sys_mknod(&p, libc::S_IFIFO | 0o600), "mkfifo"),
                     _ => ok(sys_mkdir(&p, 0o700), "mkdir"),
                 }
                 ok(sys_chown(&p, e.uid, e.gid, false), "chown");
@@ -1083,40 +1000,24 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             sys_close(sys_open(&p(path), fl, *mode)?)
         }
         Op::Write { path, off, data } => {
-            let fd = sys_open(&p(path), libc::O_WRONLY | nb, 0)?;
-            let r = write_fd(fd, data, Some(*off));
-            let c = sys_close(fd);
+            let f = sys_open(&p(path), libc::O_WRONLY | nb, 0)?;
+            let r = write_once(&f, data, Some(*off));
+            let c = sys_close(f);
             r.and(c)
         }
         Op::Append { path, data } => {
-            let fd = sys_open(&p(path), libc::O_WRONLY | libc::O_APPEND | nb, 0)?;
-            let r = write_fd(fd, data, None);
-            let c = sys_close(fd);
+            let f = sys_open(&p(path), libc::O_WRONLY | libc::O_APPEND | nb, 0)?;
+            let r = write_once(&f, data, None);
+            let c = sys_close(f);
             r.and(c)
         }
-        Op::Truncate { path, len } => {
-            let c = cs(&p(path));
-            // SAFETY: valid C string.
-            chk(unsafe { libc::truncate(c.as_ptr(), *len as i64) })
-        }
-        Op::Unlink { path } => {
-            let c = cs(&p(path));
-            // SAFETY: valid C string.
-            chk(unsafe { libc::unlink(c.as_ptr()) })
-        }
+        Op::Truncate { path, len } => errno_of(truncate(&p(path), *len as i64)),
+        Op::Unlink { path } => errno_of(fs::remove_file(p(path))),
         Op::Mkdir { path, mode } => sys_mkdir(&p(path), *mode),
         Op::Rmdir { path } => sys_rmdir(&p(path)),
         Op::Rename { from, to, flags } => sys_rename(&p(from), &p(to), *flags),
-        Op::Link { from, to } => {
-            let (a, b) = (cs(&p(from)), cs(&p(to)));
-            // SAFETY: valid C strings.
-            chk(unsafe { libc::linkat(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), 0) })
-        }
-        Op::Symlink { target, path } => {
-            let (t, l) = (CString::new(target.as_str()).unwrap(), cs(&p(path)));
-            // SAFETY: valid C strings.
-            chk(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) })
-        }
+        Op::Link { from, to } => errno_of(fs::hard_link(p(from), p(to))),
+        Op::Symlink { target, path } => errno_of(std::os::unix::fs::symlink(target, p(path))),
         Op::Chmod { path, mode } => sys_chmod(&p(path), *mode),
         Op::Chown {
             path,
@@ -1132,17 +1033,9 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             follow,
         } => sys_setxattr(&p(path), name, value, *flags, *follow),
         Op::RemoveXattr { path, name, follow } => {
-            let (c, n) = (cs(&p(path)), CString::new(name.as_str()).unwrap());
-            // SAFETY: valid C strings.
-            chk(unsafe {
-                if *follow {
-                    libc::removexattr(c.as_ptr(), n.as_ptr())
-                } else {
-                    libc::lremovexattr(c.as_ptr(), n.as_ptr())
-                }
-            })
+            errno_of(remove_xattr_with(&p(path), name, *follow))
         }
-        Op::Mkfifo { path, mode } => sys_mknod(&p(path), libc::S_IFIFO | *mode, 0),
+        Op::Mkfifo { path, mode } => sys_mknod(&p(path), libc::S_IFIFO | *mode),
         Op::Reserved { kind, path, src } => match kind {
             RKind::Create => sys_close(sys_open(
                 &p(path),
@@ -1157,7 +1050,7 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
                     path: path.clone(),
                 },
             ),
-            RKind::Mkfifo => sys_mknod(&p(path), libc::S_IFIFO | 0o644, 0),
+            RKind::Mkfifo => sys_mknod(&p(path), libc::S_IFIFO | 0o644),
             RKind::Rename => sys_rename(&p(src), &p(path), 0),
             RKind::Link => apply(
                 root,
@@ -1183,14 +1076,10 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             true,
         ),
         Op::Chattr { path, set, clear } => {
-            let fd = sys_open(&p(path), libc::O_RDONLY | libc::O_NOFOLLOW | nb, 0)?;
-            let mut v: libc::c_int = 0;
-            // SAFETY: a valid descriptor; the kernel writes, then reads, one int.
-            let r = chk(unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut v) }).and_then(|_| {
-                v = (v | *set as libc::c_int) & !(*clear as libc::c_int);
-                chk(unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &v) })
-            });
-            sys_close(fd)?;
+            let f = sys_open(&p(path), libc::O_RDONLY | libc::O_NOFOLLOW | nb, 0)?;
+            let r =
+                errno_of(inode_flags(&f).and_then(|v| set_inode_flags(&f, (v | *set) & !*clear)));
+            sys_close(f)?;
             r
         }
     }
@@ -1199,12 +1088,9 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
 /// The immutable and append-only flags of a file or directory (None where there are none
 /// to read).
 fn protection_flags(p: &Path) -> Option<u32> {
-    let fd = sys_open(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).ok()?;
-    let mut v: libc::c_int = 0;
-    // SAFETY: a valid descriptor; the kernel writes one int.
-    let r = unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut v) };
-    let _ = sys_close(fd);
-    (r == 0).then_some(v as u32 & (FS_IMMUTABLE_FL | FS_APPEND_FL))
+    let f = open_raw(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).ok()?;
+    let flags = inode_flags(&f).ok()?;
+    Some(flags & (FS_IMMUTABLE_FL | FS_APPEND_FL))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1752,24 +1638,10 @@ impl Watch {
     }
 }
 
-/// SIGKILLs the stratafs daemon serving `mnt` (found by its command line).
+/// SIGKILLs the stratafs daemon serving `mnt` (a process this test started).
 fn kill_daemon_of(mnt: &Path) {
-    let want = mnt.as_os_str().as_bytes();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return;
-    };
-    for d in rd.flatten() {
-        let Ok(pid) = d.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"stratafs")) && args.contains(&want) {
-            // SAFETY: plain kill(2) of a daemon this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    for pid in daemons_for(mnt) {
+        let _ = kill(pid, libc::SIGKILL);
     }
 }
 
@@ -1857,9 +1729,7 @@ fn oracle_move(root: &Path, from: &str, to: &str) -> Result<(), String> {
     sys_chmod(&b, md.mode() & 0o7777).map_err(|e| err("chmod", e))?;
     // The ACLs are the source's, not what the new dir inherited from its parent.
     for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
-        let c = (cs(&b), CString::new(acl).unwrap());
-        // SAFETY: valid C strings.
-        match chk(unsafe { libc::lremovexattr(c.0.as_ptr(), c.1.as_ptr()) }) {
+        match errno_of(remove_xattr(&b, acl)) {
             Ok(()) | Err(libc::ENODATA) => {}
             Err(e) => return Err(err("removexattr", e)),
         }
@@ -2230,8 +2100,8 @@ fn model_against_kernel_overlayfs() {
             "STRATAFS_MODEL_SKIP: unknown kind {k}"
         );
     }
-    // SAFETY: umask(2) cannot fail; both mounts see the same umask.
-    unsafe { libc::umask(0o022) };
+    // Both mounts see the same umask.
+    set_umask(0o022);
 
     let t0 = Instant::now();
     let next = AtomicU64::new(0);

@@ -34,7 +34,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use common::{bin, errno, is_mounted, mknod, names, set_xattr, umount_retry, Layers, Mount};
+use common::{bin, errno, is_mounted, kill, mknod, names, set_xattr, umount_retry, Layers, Mount};
 
 /// The PATH a root shell gets on Debian, and the one /bin/sh falls back to when it has
 /// none (mount.fuse3's /bin/sh: mount(8) runs helpers with an empty environment), without
@@ -290,6 +290,17 @@ fn tool(name: &str) -> Command {
     c
 }
 
+/// `mount FLAGS -t stratafs stratafs MNT -o OPTS`: mount(8) and its helper, as fstab and
+/// systemd mount units call them.
+fn mount_t_stratafs(flags: &[&str], mnt: &Path, opts: &str) -> Out {
+    run(tool("mount")
+        .args(flags)
+        .args(["-t", "stratafs", "stratafs"])
+        .arg(mnt)
+        .arg("-o")
+        .arg(opts))
+}
+
 /// A guard that unmounts `mnt` when dropped (common's Mount: umount, lazily if busy).
 fn guard(mnt: &Path) -> Mount {
     Mount {
@@ -490,9 +501,7 @@ impl Fg {
     }
 
     fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child.
-        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+        kill(self.child.id(), sig).expect("kill");
     }
 
     fn wait(&mut self, what: &str) -> ExitStatus {
@@ -558,12 +567,7 @@ fn check_small_view(l: &Layers) {
 fn mount_t_stratafs_runs_the_helper_and_umount_ends_the_daemon() {
     let bed = helper_bed();
     let l = &bed.l;
-    let out = run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(l.opts()))
-    .ok("mount -t stratafs");
+    let out = mount_t_stratafs(&[], &l.mnt, &l.opts()).ok("mount -t stratafs");
     assert!(
         out.stderr.is_empty(),
         "mount -t stratafs said: {}",
@@ -610,11 +614,7 @@ fn mount_fake_checks_and_mounts_nothing() {
     let bed = helper_bed();
     let l = &bed.l;
     // -f: mount(8) passes -f to the helper, which checks the options against the disk.
-    let out = run(tool("mount")
-        .args(["-f", "-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(format!("{},volatile", l.opts())));
+    let out = mount_t_stratafs(&["-f"], &l.mnt, &format!("{},volatile", l.opts()));
     out.ok("mount -f");
     assert!(!is_mounted(&l.mnt), "mount -f mounted something");
     assert!(
@@ -628,11 +628,7 @@ fn mount_fake_checks_and_mounts_nothing() {
     );
     // A bad option string fails under -f too, naming the path.
     let missing = l.root().join("no-such-layer");
-    let out = run(tool("mount")
-        .args(["-f", "-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(format!("lowerdir={}", missing.display())));
+    let out = mount_t_stratafs(&["-f"], &l.mnt, &format!("lowerdir={}", missing.display()));
     assert!(
         !out.status.success(),
         "mount -f of a missing lowerdir: exit 0"
@@ -668,12 +664,7 @@ fn mount_fake_checks_and_mounts_nothing() {
 fn mount_verbose_reports_and_mounts() {
     let bed = helper_bed();
     let l = &bed.l;
-    let out = run(tool("mount")
-        .args(["-v", "-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(l.opts()))
-    .ok("mount -v");
+    let out = mount_t_stratafs(&["-v"], &l.mnt, &l.opts()).ok("mount -v");
     assert!(
         out.text().contains(&l.mnt.display().to_string()),
         "mount -v should say what it mounts where: {}",
@@ -688,11 +679,7 @@ fn mount_verbose_reports_and_mounts() {
 fn mount_helper_failure_exits_1_with_the_reason() {
     let bed = helper_bed();
     let l = &bed.l;
-    let out = run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(format!("{},bogus_option", l.opts())));
+    let out = mount_t_stratafs(&[], &l.mnt, &format!("{},bogus_option", l.opts()));
     assert_eq!(out.status.code(), Some(1), "{}", out.text());
     assert!(
         out.stderr.contains("unknown option 'bogus_option'"),
@@ -701,12 +688,8 @@ fn mount_helper_failure_exits_1_with_the_reason() {
     );
     assert!(!is_mounted(&l.mnt));
     // mount -s (sloppy): the unknown option is ignored with a warning and the mount works.
-    let out = run(tool("mount")
-        .args(["-s", "-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(format!("{},bogus_option", l.opts())))
-    .ok("mount -s");
+    let out =
+        mount_t_stratafs(&["-s"], &l.mnt, &format!("{},bogus_option", l.opts())).ok("mount -s");
     assert!(out.stderr.contains("bogus_option"), "{}", out.text());
     assert!(is_mounted(&l.mnt));
     umount_ends_daemon(&l.mnt, "mount -s");
@@ -833,15 +816,9 @@ fn sighup_unmounts_cleanly() {
 fn sigterm_to_a_detached_daemon_unmounts_cleanly() {
     let bed = helper_bed();
     let l = &bed.l;
-    run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(l.opts()))
-    .ok("mount -t stratafs");
+    mount_t_stratafs(&[], &l.mnt, &l.opts()).ok("mount -t stratafs");
     let pid = the_daemon(&l.mnt);
-    // SAFETY: kill(2).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    kill(pid as u32, libc::SIGTERM).expect("kill");
     assert_eq!(wait_gone(pid, "SIGTERM"), Ended::Exited(0));
     assert!(!is_mounted(&l.mnt), "SIGTERM: still mounted");
 }
@@ -1182,12 +1159,7 @@ fn two_hundred_lowers_with_a_16k_option_string() {
     fs::create_dir(&upper).unwrap();
     fs::create_dir(&work).unwrap();
     let t0 = Instant::now();
-    run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&merged)
-        .arg("-o")
-        .arg(&opts))
-    .ok("mount -t stratafs <200 lowers>");
+    mount_t_stratafs(&[], &merged, &opts).ok("mount -t stratafs <200 lowers>");
     eprintln!(
         "200 lowers through mount -t stratafs: mount {:.1} ms",
         t0.elapsed().as_secs_f64() * 1e3
@@ -1292,12 +1264,8 @@ fn selinux_context_option_is_accepted() {
     // ... and through mount(8).
     let l = small_image();
     let _g = guard(&l.mnt);
-    run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(format!("{},{ctx}", l.opts())))
-    .ok("mount -t stratafs -o ...,context=...");
+    mount_t_stratafs(&[], &l.mnt, &format!("{},{ctx}", l.opts()))
+        .ok("mount -t stratafs -o ...,context=...");
     check_small_view(&l);
     umount_ends_daemon(&l.mnt, "context= via mount(8)");
 }
@@ -1389,8 +1357,7 @@ fn volatile_marker_lifecycle() {
     // SIGKILL: the marker stays and the next mount is refused, naming it.
     mount().ok("volatile mount again");
     let pid = the_daemon(&l.mnt);
-    // SAFETY: kill(2).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    kill(pid as u32, libc::SIGKILL).expect("kill");
     assert_eq!(wait_gone(pid, "SIGKILL"), Ended::Signaled(libc::SIGKILL));
     umount_retry(&l.mnt); // the dead FUSE mount (ENOTCONN) stays until unmounted
     assert!(!is_mounted(&l.mnt));
@@ -1508,11 +1475,7 @@ fn mountpoint_overlapping_a_layer_is_refused() {
     // Through mount(8), the helper's status and message reach the caller.
     let mnt = l.lowers[0].clone();
     let _g = guard(&mnt);
-    let out = run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&mnt)
-        .arg("-o")
-        .arg(l.opts()));
+    let out = mount_t_stratafs(&[], &mnt, &l.opts());
     assert_eq!(out.status.code(), Some(1), "{}", out.text());
     assert!(out.stderr.contains("overlaps"), "{}", out.stderr);
     assert!(!is_mounted(&mnt));
@@ -1522,12 +1485,7 @@ fn mountpoint_overlapping_a_layer_is_refused() {
 fn lowers_only_mount_is_read_only() {
     let bed = helper_bed();
     let l = &bed.l;
-    run(tool("mount")
-        .args(["-t", "stratafs", "stratafs"])
-        .arg(&l.mnt)
-        .arg("-o")
-        .arg(l.lowers_only_opts()))
-    .ok("mount -o lowerdir=A:B");
+    mount_t_stratafs(&[], &l.mnt, &l.lowers_only_opts()).ok("mount -o lowerdir=A:B");
     let line = mount_line(&l.mnt).unwrap();
     assert!(line.contains(" fuse.stratafs ro,"), "/proc/mounts: {line}");
     assert_eq!(names(&l.mnt), ["both", "bottom", "top"]);

@@ -42,16 +42,26 @@ fn cvt(r: libc::c_int) -> io::Result<()> {
 
 /// lsetxattr(2): does not follow a symlink.
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    set_xattr_with(p, name, value, 0, false)
+}
+
+/// setxattr(2) (`follow`) or lsetxattr(2), with XATTR_CREATE / XATTR_REPLACE `flags`.
+pub fn set_xattr_with(
+    p: &Path,
+    name: &str,
+    value: &[u8],
+    flags: i32,
+    follow: bool,
+) -> io::Result<()> {
     let (c, n) = (cpath(p), CString::new(name).unwrap());
+    let (v, len) = (value.as_ptr().cast(), value.len());
     // SAFETY: valid C strings and a valid buffer of the given length.
     cvt(unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
+        if follow {
+            libc::setxattr(c.as_ptr(), n.as_ptr(), v, len, flags)
+        } else {
+            libc::lsetxattr(c.as_ptr(), n.as_ptr(), v, len, flags)
+        }
     })
 }
 
@@ -88,9 +98,20 @@ pub fn list_xattr(p: &Path) -> io::Result<Vec<String>> {
 
 /// lremovexattr(2).
 pub fn remove_xattr(p: &Path, name: &str) -> io::Result<()> {
+    remove_xattr_with(p, name, false)
+}
+
+/// removexattr(2) (`follow`) or lremovexattr(2).
+pub fn remove_xattr_with(p: &Path, name: &str, follow: bool) -> io::Result<()> {
     let (c, n) = (cpath(p), CString::new(name).unwrap());
     // SAFETY: valid C strings.
-    cvt(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) })
+    cvt(unsafe {
+        if follow {
+            libc::removexattr(c.as_ptr(), n.as_ptr())
+        } else {
+            libc::lremovexattr(c.as_ptr(), n.as_ptr())
+        }
+    })
 }
 
 /// mknod(2) of a device or fifo; `mode` includes the S_IF* type bits.
@@ -137,6 +158,57 @@ pub fn rename2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
             flags,
         )
     })
+}
+
+/// open(2) with raw `flags` (O_CLOEXEC added) and `mode`, as a program calls it: the
+/// access mode, creation and status flags exactly as given.
+pub fn open_raw(p: &Path, flags: i32, mode: u32) -> io::Result<fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = cpath(p);
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open returned a descriptor nobody else owns.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
+}
+
+/// close(2) of `f` with its error (a FUSE flush reports a write-back failure there; dropping
+/// a File hides it).
+pub fn close(f: fs::File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor was owned by `f` and is closed once.
+    cvt(unsafe { libc::close(f.into_raw_fd()) })
+}
+
+/// The inode flags of chattr/lsattr (FS_IOC_GETFLAGS).
+pub fn inode_flags(f: &fs::File) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    // SAFETY: a valid descriptor; the kernel writes one int.
+    cvt(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut v) })?;
+    Ok(v as u32)
+}
+
+/// Sets the inode flags of chattr (FS_IOC_SETFLAGS).
+pub fn set_inode_flags(f: &fs::File, flags: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = flags as libc::c_int;
+    // SAFETY: a valid descriptor; the kernel reads one int.
+    cvt(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &v) })
+}
+
+/// umask(2) of the whole test process; the previous mask.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and has no memory arguments.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// kill(2).
+pub fn kill(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) has no memory arguments.
+    cvt(unsafe { libc::kill(pid as libc::pid_t, sig) })
 }
 
 /// truncate(2).

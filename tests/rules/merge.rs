@@ -308,24 +308,17 @@ fn s7_layers() -> Layers {
     l
 }
 
-#[test]
-fn s7_default_writes_aufs_forms() {
+/// Mounts the S7 layers with `opts`, deletes and re-creates through the mount, lets
+/// `upper_holds` check what the upper dir holds, then remounts: the upper must read back
+/// as the same merged view, and the lowers stay unchanged.
+fn s7_writes_and_reads_back(opts: &str, upper_holds: impl Fn(&Layers)) {
     let l = s7_layers();
     let lo = l.snap_lowers();
-    let m = l.mount("");
+    let m = l.mount(opts);
     whiteout_and_opaque_ops(&l);
     unmount(m);
-    assert_aufs_whiteout(&l.up(".wh.f"));
-    assert!(lstat(&l.up(".wh.f")).file_type().is_file());
-    assert!(lstat(&l.up("d")).is_dir());
-    assert_aufs_whiteout(&l.up("d/.wh..wh..opq"));
-    assert_eq!(all_paths(&l.upper), [".wh.f", "d", "d/.wh..wh..opq"]);
-    assert_eq!(
-        fails(get_xattr(&l.up("d"), "trusted.overlay.opaque")),
-        libc::ENODATA
-    );
-    // The upper reads back the same after a remount.
-    let m = l.mount("");
+    upper_holds(&l);
+    let m = l.mount(opts);
     assert_gone(&l.m("f"));
     assert_eq!(names(&l.m("d")), Vec::<String>::new());
     assert_eq!(names(&l.mnt), ["d", "keep"]);
@@ -334,25 +327,31 @@ fn s7_default_writes_aufs_forms() {
 }
 
 #[test]
+fn s7_default_writes_aufs_forms() {
+    s7_writes_and_reads_back("", |l| {
+        assert_aufs_whiteout(&l.up(".wh.f"));
+        assert!(lstat(&l.up(".wh.f")).file_type().is_file());
+        assert!(lstat(&l.up("d")).is_dir());
+        assert_aufs_whiteout(&l.up("d/.wh..wh..opq"));
+        assert_eq!(all_paths(&l.upper), [".wh.f", "d", "d/.wh..wh..opq"]);
+        assert_eq!(
+            fails(get_xattr(&l.up("d"), "trusted.overlay.opaque")),
+            libc::ENODATA
+        );
+    });
+}
+
+#[test]
 fn s7_overlay_form_writes_char00_and_opaque_xattr() {
-    let l = s7_layers();
-    let lo = l.snap_lowers();
-    let m = l.mount("whiteout=overlay");
-    whiteout_and_opaque_ops(&l);
-    unmount(m);
-    assert_char00(&l.up("f"));
-    assert!(lstat(&l.up("d")).is_dir());
-    assert_eq!(
-        get_xattr(&l.up("d"), "trusted.overlay.opaque").unwrap(),
-        b"y"
-    );
-    assert_eq!(all_paths(&l.upper), ["d", "f"]);
-    let m = l.mount("whiteout=overlay");
-    assert_gone(&l.m("f"));
-    assert_eq!(names(&l.m("d")), Vec::<String>::new());
-    assert_eq!(names(&l.mnt), ["d", "keep"]);
-    unmount(m);
-    l.assert_lowers_unchanged(&lo);
+    s7_writes_and_reads_back("whiteout=overlay", |l| {
+        assert_char00(&l.up("f"));
+        assert!(lstat(&l.up("d")).is_dir());
+        assert_eq!(
+            get_xattr(&l.up("d"), "trusted.overlay.opaque").unwrap(),
+            b"y"
+        );
+        assert_eq!(all_paths(&l.upper), ["d", "f"]);
+    });
 }
 
 #[test]
