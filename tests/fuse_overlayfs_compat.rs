@@ -94,14 +94,8 @@ fn fsync_0_leaves_no_volatile_marker() {
 #[test]
 fn plugins_are_refused_in_one_line() {
     let l = Layers::new(1);
-    let out = Command::new(bin())
-        .arg("-o")
-        .arg(format!("{},plugins=/usr/lib/stargz.so", l.opts()))
-        .arg(&l.mnt)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let opts = format!("{},plugins=/usr/lib/stargz.so", l.opts());
+    let err = stratafs_refuses(&["-o", &opts, l.mnt.to_str().unwrap()]);
     assert_eq!(
         err.trim(),
         "stratafs: option 'plugins': lazy-pull layer plugins are not supported"

@@ -120,15 +120,8 @@ fn s18_hostname_option_generates_the_init_layer_in_the_workdir() {
         "init files never reach the upper"
     );
     // A bad address is refused before mounting, with one line and exit 1.
-    let out = Command::new(bin())
-        .arg("-o")
-        .arg(format!("{},dns=300.1.1.1", l.opts()))
-        .arg(&l.mnt)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let opts = format!("{},dns=300.1.1.1", l.opts());
+    let err = stratafs_refuses(&["-o", &opts, l.mnt.to_str().unwrap()]);
     assert!(err.contains("300.1.1.1"), "{err}");
     assert!(!is_mounted(&l.mnt));
 }

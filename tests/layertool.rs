@@ -38,9 +38,31 @@ fn stratafs<S: AsRef<OsStr>>(args: &[S]) -> Run {
 }
 
 fn ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let r = stratafs(args);
+    succeeded(stratafs(args))
+}
+
+/// The output of a run that must succeed.
+fn succeeded(r: Run) -> String {
     assert_eq!(r.code, 0, "stratafs failed: {}", r.stderr);
     r.stdout
+}
+
+/// `stratafs SUBCOMMAND PATH... EXTRA...`.
+fn tool_run(subcommand: &str, paths: &[&Path], extra: &[&str]) -> Run {
+    let mut args = vec![OsStr::new(subcommand)];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    args.extend(extra.iter().map(OsStr::new));
+    stratafs(&args)
+}
+
+/// `stratafs import TAR DIR EXTRA...`, which must succeed.
+fn import(tar: &Path, dir: &Path, extra: &[&str]) -> String {
+    succeeded(tool_run("import", &[tar, dir], extra))
+}
+
+/// `stratafs diff UPPER EXTRA...`, which must succeed.
+fn diff(upper: &Path, extra: &[&str]) -> String {
+    succeeded(tool_run("diff", &[upper], extra))
 }
 
 fn tmpdir() -> tempfile::TempDir {
@@ -283,12 +305,7 @@ fn diff_fixture(root: &Path) -> (PathBuf, String) {
 fn diff_with_lowers_tells_added_from_changed_and_lists_what_opaque_dirs_hide() {
     let t = tmpdir();
     let (u, lowers) = diff_fixture(t.path());
-    let out = ok(&[
-        OsStr::new("diff"),
-        u.as_os_str(),
-        "--lowerdir".as_ref(),
-        lowers.as_ref(),
-    ]);
+    let out = diff(&u, &["--lowerdir", &lowers]);
     assert_eq!(
         out,
         "C /a\nD /a/f\nA /a/n\nD /a/sub\n\
@@ -301,7 +318,7 @@ fn diff_with_lowers_tells_added_from_changed_and_lists_what_opaque_dirs_hide() {
 fn diff_without_lowers_follows_the_documented_rule() {
     let t = tmpdir();
     let (u, _) = diff_fixture(t.path());
-    let out = ok(&[OsStr::new("diff"), u.as_os_str()]);
+    let out = diff(&u, &[]);
     // Whiteouts are D, directories C, everything else A; init files never listed.
     assert_eq!(
         out,
@@ -314,13 +331,7 @@ fn diff_without_lowers_follows_the_documented_rule() {
 fn diff_under_aufs_form_takes_char00_for_a_device() {
     let t = tmpdir();
     let (u, lowers) = diff_fixture(t.path());
-    let out = ok(&[
-        OsStr::new("diff"),
-        u.as_os_str(),
-        "--lowerdir".as_ref(),
-        lowers.as_ref(),
-        "--whiteout=aufs".as_ref(),
-    ]);
+    let out = diff(&u, &["--lowerdir", &lowers, "--whiteout=aufs"]);
     // q is now a device node replacing l0's q.
     assert!(out.contains("C /q\n"), "{out}");
     assert!(!out.contains("D /q"), "{out}");
@@ -329,7 +340,7 @@ fn diff_under_aufs_form_takes_char00_for_a_device() {
 #[test]
 fn diff_refuses_a_missing_upper_with_one_line() {
     let t = tmpdir();
-    let r = stratafs(&[OsStr::new("diff"), t.path().join("nope").as_os_str()]);
+    let r = tool_run("diff", &[&t.path().join("nope")], &[]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.starts_with("stratafs diff: cannot open upper dir"),
@@ -387,16 +398,12 @@ fn rich_upper(u: &Path) {
 }
 
 fn commit(u: &Path, out: &Path, gzip: bool) -> String {
-    let mut args = vec![
-        OsStr::new("commit"),
-        u.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ];
+    let out_arg = format!("--output={}", out.to_str().unwrap());
+    let mut extra = vec![out_arg.as_str()];
     if gzip {
-        args.push("--gzip".as_ref());
+        extra.push("--gzip");
     }
-    let printed = ok(&args);
+    let printed = succeeded(tool_run("commit", &[u], &extra));
     let digest = printed.trim().to_string();
     assert!(digest.starts_with("sha256:"), "{printed}");
     assert_eq!(
@@ -582,7 +589,7 @@ fn expect_refusal(tar_bytes: Vec<u8>, message: &str) {
     let tarfile = t.path().join("bad.tar");
     fs::write(&tarfile, finish_tar(tar_bytes)).unwrap();
     let dir = t.path().join("layer");
-    let r = stratafs(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+    let r = tool_run("import", &[&tarfile, &dir], &[]);
     assert_eq!(r.code, 1, "stdout {} stderr {}", r.stdout, r.stderr);
     assert_eq!(r.stderr, format!("stratafs import: {message}\n"));
     assert_eq!(
@@ -693,7 +700,7 @@ fn import_failure_keeps_an_empty_target_dir_empty() {
     fs::write(&tarfile, finish_tar(bytes)).unwrap();
     let dir = t.path().join("layer");
     mkdir(&dir);
-    let r = stratafs(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+    let r = tool_run("import", &[&tarfile, &dir], &[]);
     assert_eq!(r.code, 1);
     assert!(names(&dir).is_empty());
     assert_eq!(names(t.path()), vec!["bad.tar", "layer"]);
@@ -706,7 +713,7 @@ fn import_refuses_a_non_empty_target() {
     put(&dir.join("x"), b"");
     let tarfile = t.path().join("l.tar");
     fs::write(&tarfile, finish_tar(Vec::new())).unwrap();
-    let r = stratafs(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+    let r = tool_run("import", &[&tarfile, &dir], &[]);
     assert_eq!(r.code, 1);
     assert_eq!(
         r.stderr,
@@ -736,7 +743,7 @@ fn import_writes_aufs_whiteouts_by_default() {
     let tarfile = t.path().join("l.tar");
     fs::write(&tarfile, whiteout_tar()).unwrap();
     let dir = t.path().join("layer");
-    ok(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+    import(&tarfile, &dir, &[]);
     assert_eq!(names(&dir), vec![".wh.gone", ".wh.x", "d", "x"]);
     assert_eq!(names(&dir.join("d")), vec![".wh..wh..opq", "f"]);
     assert!(fs::symlink_metadata(dir.join(".wh.gone"))
@@ -751,12 +758,7 @@ fn import_writes_overlay_whiteouts_on_request() {
     let tarfile = t.path().join("l.tar");
     fs::write(&tarfile, whiteout_tar()).unwrap();
     let dir = t.path().join("layer");
-    ok(&[
-        OsStr::new("import"),
-        tarfile.as_os_str(),
-        dir.as_os_str(),
-        "--whiteout=overlay".as_ref(),
-    ]);
+    import(&tarfile, &dir, &["--whiteout=overlay"]);
     assert_eq!(names(&dir), vec!["d", "gone", "x"]);
     assert_eq!(names(&dir.join("d")), vec!["f"]);
     let gone = fs::symlink_metadata(dir.join("gone")).unwrap();
@@ -785,7 +787,7 @@ fn commit_then_import_gives_the_identical_tree() {
         let tarfile = t.path().join(if gzip { "l.tar.gz" } else { "l.tar" });
         commit(&u, &tarfile, gzip);
         let dir = t.path().join("imported");
-        ok(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+        import(&tarfile, &dir, &[]);
 
         let before = snapshot(&u);
         let after = snapshot(&dir);
@@ -825,12 +827,7 @@ fn import_of_the_overlay_forms_round_trips_to_overlay_forms() {
     let tarfile = t.path().join("l.tar");
     commit(&u, &tarfile, false);
     let dir = t.path().join("imported");
-    ok(&[
-        OsStr::new("import"),
-        tarfile.as_os_str(),
-        dir.as_os_str(),
-        "--whiteout=overlay".as_ref(),
-    ]);
+    import(&tarfile, &dir, &["--whiteout=overlay"]);
     assert_eq!(names(&dir), vec!["gone", "opq"]);
     assert_eq!(names(&dir.join("opq")), vec!["kept"]);
     assert_eq!(fs::symlink_metadata(dir.join("gone")).unwrap().rdev(), 0);
@@ -839,8 +836,8 @@ fn import_of_the_overlay_forms_round_trips_to_overlay_forms() {
         Some(&b"y".to_vec())
     );
     // Both uppers tell the same story.
-    let d1 = ok(&[OsStr::new("diff"), u.as_os_str()]);
-    let d2 = ok(&[OsStr::new("diff"), dir.as_os_str()]);
+    let d1 = diff(&u, &[]);
+    let d2 = diff(&dir, &[]);
     assert_eq!(d1, d2);
 }
 
@@ -894,7 +891,7 @@ fn init_layer_writes_hosts_hostname_and_resolv_conf() {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     );
     // An init layer is what diff and commit leave out.
-    let d = ok(&[OsStr::new("diff"), dir.as_os_str()]);
+    let d = diff(&dir, &[]);
     assert_eq!(d, "C /etc\n");
 }
 
@@ -960,11 +957,7 @@ fn layer_tools_answer_help_and_bad_flags() {
     f.write_all(b"not a tar at all, just some text that is longer than nothing")
         .unwrap();
     let t = tmpdir();
-    let r = stratafs(&[
-        OsStr::new("import"),
-        f.path().as_os_str(),
-        t.path().join("x").as_os_str(),
-    ]);
+    let r = tool_run("import", &[f.path(), &t.path().join("x")], &[]);
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
@@ -1011,7 +1004,7 @@ fn import_lets_a_later_entry_replace_an_earlier_one() {
     let tarfile = t.path().join("l.tar");
     fs::write(&tarfile, finish_tar(bytes)).unwrap();
     let dir = t.path().join("layer");
-    ok(&[OsStr::new("import"), tarfile.as_os_str(), dir.as_os_str()]);
+    import(&tarfile, &dir, &[]);
     assert_eq!(fs::read(dir.join("a")).unwrap(), b"now a file");
     assert!(fs::symlink_metadata(dir.join("s")).unwrap().is_dir());
     assert_eq!(fs::read(dir.join("s/x")).unwrap(), b"x");

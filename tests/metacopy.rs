@@ -6,7 +6,6 @@ use common::*;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
 fn big_lower(l: &Layers) -> Vec<u8> {
     let data: Vec<u8> = (0..8u32 << 20)
@@ -84,19 +83,14 @@ fn commit_refuses_a_metadata_only_copy_and_truncate_completes_it() {
         set_xattr(&l.m("big"), "user.tag", b"v").unwrap();
     }
     let tar = l.tmp.path().join("layer.tar");
-    let out = Command::new(bin())
-        .args([
-            "commit",
-            l.upper.to_str().unwrap(),
-            "--output",
-            tar.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let commit = [
+        "commit",
+        l.upper.to_str().unwrap(),
+        "--output",
+        tar.to_str().unwrap(),
+    ];
+    let err = stratafs_refuses(&commit);
     assert!(err.contains("metadata-only"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
     {
         let _m = l.mount("metacopy=on");
         // Truncating to zero drops the mark without copying data.
@@ -108,18 +102,5 @@ fn commit_refuses_a_metadata_only_copy_and_truncate_completes_it() {
         assert_eq!(fs::metadata(l.m("big")).unwrap().len(), 0);
         assert_eq!(get_xattr(&l.m("big"), "user.tag").unwrap(), b"v");
     }
-    let out = Command::new(bin())
-        .args([
-            "commit",
-            l.upper.to_str().unwrap(),
-            "--output",
-            tar.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stratafs_ok(&commit);
 }

@@ -197,14 +197,8 @@ fn remount_changes_ro_rw_and_flags_of_the_live_mount() {
         assert!(!mount_options(&l.mnt).contains("nosuid"));
     }
     // Not a stratafs mount: refused in one line.
-    let out = Command::new(bin())
-        .args(["-o", "remount,ro", l.root().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stratafs_refuses(&["-o", "remount,ro", l.root().to_str().unwrap()]);
     assert!(err.contains("not a stratafs mount"), "{err}");
-    assert_eq!(err.lines().count(), 1);
 }
 
 /// The per-mount options column of /proc/self/mounts for `mnt`.

@@ -56,19 +56,6 @@ fn view(root: &Path) -> BTreeMap<String, Seen> {
     out
 }
 
-fn stratafs(args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run stratafs");
-    assert!(
-        out.status.success(),
-        "stratafs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Two lowers with files, dirs, a symlink and xattrs to change.
 fn image() -> Layers {
     let l = Layers::new(2);
@@ -122,7 +109,7 @@ fn commit_then_import_gives_the_same_merged_view() {
     };
 
     let tar = l.tmp.path().join("layer.tar");
-    let digest = stratafs(&[
+    let digest = stratafs_ok(&[
         "commit",
         l.upper.to_str().unwrap(),
         "--output",
@@ -133,7 +120,7 @@ fn commit_then_import_gives_the_same_merged_view() {
         "digest line: {digest}"
     );
     let imported = l.tmp.path().join("imported");
-    stratafs(&["import", tar.to_str().unwrap(), imported.to_str().unwrap()]);
+    stratafs_ok(&["import", tar.to_str().unwrap(), imported.to_str().unwrap()]);
 
     // The imported layer on top of the same lowers, with a fresh empty upper.
     let upper2 = l.tmp.path().join("upper2");
@@ -190,13 +177,13 @@ fn commit_is_reproducible_for_the_same_upper() {
     }
     let t1 = l.tmp.path().join("a.tar");
     let t2 = l.tmp.path().join("b.tar");
-    let d1 = stratafs(&[
+    let d1 = stratafs_ok(&[
         "commit",
         l.upper.to_str().unwrap(),
         "--output",
         t1.to_str().unwrap(),
     ]);
-    let d2 = stratafs(&[
+    let d2 = stratafs_ok(&[
         "commit",
         l.upper.to_str().unwrap(),
         "--output",
@@ -239,7 +226,7 @@ fn whiteouts_share_one_inode_and_commit_as_whiteout_files() {
     }
     assert_eq!(shared.nlink(), 4);
     let t = l.tmp.path().join("wh.tar");
-    stratafs(&[
+    stratafs_ok(&[
         "commit",
         l.upper.to_str().unwrap(),
         "--output",

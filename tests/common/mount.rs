@@ -15,6 +15,26 @@ pub fn run_stratafs(args: &[&str]) -> Output {
         .expect("run stratafs")
 }
 
+/// Runs stratafs, which must succeed; its stdout.
+pub fn stratafs_ok(args: &[&str]) -> String {
+    let out = run_stratafs(args);
+    assert!(
+        out.status.success(),
+        "stratafs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs stratafs, which must refuse: exit status 1 and one line on stderr, returned.
+pub fn stratafs_refuses(args: &[&str]) -> String {
+    let out = run_stratafs(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stratafs {args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    err
+}
+
 pub fn is_mounted(mnt: &Path) -> bool {
     let want = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
