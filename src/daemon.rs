@@ -389,13 +389,11 @@ fn serve(req: MountRequest, layers: LayerSet, ready: Option<std::os::fd::OwnedFd
     union_handle.set_kernel_cache(Box::new(crate::fuse_adapter::NotifyCache::new(
         session.notifier(),
     )));
-    if union_handle.behaviour.volatile {
-        if let Err(e) = union_handle.layers.set_volatile_marker() {
-            drop(session);
-            let _ = unmount(&req.mountpoint, mounted_by, true);
-            report(&format!("workdir: cannot write the volatile marker: {e}"));
-            return 1;
-        }
+    if let Err(e) = union_handle.mark_volatile() {
+        drop(session);
+        let _ = unmount(&req.mountpoint, mounted_by, true);
+        report(&format!("workdir: cannot write the volatile marker: {e}"));
+        return 1;
     }
     report("ok");
     drop(ready);

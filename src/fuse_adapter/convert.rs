@@ -145,16 +145,14 @@ impl StrataFs {
     /// passthrough where the kernel allows it.
     pub(super) fn created(&self, reply: ReplyCreate, a: Attr, fd: std::os::fd::OwnedFd) {
         let fh = self.union.adopt_open(a.ino(), fd);
-        let file = match self.union.files.get(fh) {
+        let file = match self.union.open_file_fd(fh) {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
         let attr = self.fattr(&a);
-        let backing = match self
-            .io
-            .open(a.nodeid, fh, true, true, file.fd().as_fd(), |fd| {
-                reply.open_backing(fd)
-            }) {
+        let backing = match self.io.open(a.nodeid, fh, true, true, file.as_fd(), |fd| {
+            reply.open_backing(fd)
+        }) {
             OpenMode::Passthrough(b) => Some(b),
             OpenMode::Cached { .. } => None,
             OpenMode::Stale => {

@@ -11,22 +11,19 @@ impl StrataFs {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
-        let file = match self.union.files.get(fh) {
+        let file = match self.union.open_file_fd(fh) {
             Ok(f) => f,
             Err(e) => return reply.error(errno(e)),
         };
         let passthrough_ok = mutable || self.cfg.passthrough_lower;
-        match self.io.open(
-            ino.0,
-            fh,
-            passthrough_ok,
-            mutable,
-            file.fd().as_fd(),
-            |fd| reply.open_backing(fd),
-        ) {
+        match self
+            .io
+            .open(ino.0, fh, passthrough_ok, mutable, file.as_fd(), |fd| {
+                reply.open_backing(fd)
+            }) {
             OpenMode::Passthrough(b) => {
                 if !mutable {
-                    self.union.files.keep_copy(fh);
+                    self.union.keep_copy(fh);
                 }
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }

@@ -24,9 +24,7 @@ use crate::iomode::{IoModes, OpenMode};
 use crate::private_xattrs::Private;
 use crate::stats::{Op, Stats};
 use crate::sys::{self, Errno, TimeSpec};
-use crate::union::files::SetAttr;
-use crate::union::namespace::NewKind;
-use crate::union::{Attr, Caller, KernelCache, Union};
+use crate::union::{Attr, Caller, KernelCache, NewKind, SetAttr, Union};
 
 mod control;
 mod convert;

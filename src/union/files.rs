@@ -206,6 +206,16 @@ impl Union {
         Ok(())
     }
 
+    /// The layer file an open handle reads and writes (the kernel's passthrough backing).
+    pub fn open_file_fd(&self, fh: u64) -> SysResult<Arc<OwnedFd>> {
+        Ok(self.files.get(fh)?.fd())
+    }
+
+    /// The handle `fh` keeps the copy it was opened on across a copy-up (`Handles::keep_copy`).
+    pub fn keep_copy(&self, fh: u64) {
+        self.files.keep_copy(fh)
+    }
+
     /// Registers the fd of a freshly created file as an open handle.
     pub fn adopt_open(&self, ino: u64, fd: OwnedFd) -> u64 {
         self.files.insert(ino, fd, false)

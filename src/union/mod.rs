@@ -8,18 +8,18 @@
 //! Lookup (S4-S6): an entry comes from the highest layer that has it; a directory merges
 //! with directories below it until a non-directory, a whiteout or an opaque marker.
 
-pub mod copyup;
+mod copyup;
 mod datacopy;
-pub mod dircache;
-pub mod files;
-pub mod index;
-pub mod inodes;
-pub mod listing;
+mod dircache;
+mod files;
+mod index;
+mod inodes;
+mod listing;
 mod lookup;
-pub mod metacopy;
-pub mod namespace;
+mod metacopy;
+mod namespace;
 mod overrides;
-pub mod protect;
+mod protect;
 mod rename;
 
 use std::ffi::{OsStr, OsString};
@@ -32,8 +32,10 @@ use parking_lot::RwLock;
 use crate::layers::{LayerSet, Role};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
+pub use files::SetAttr;
 pub use inodes::ROOT_INO;
 use inodes::{InodeTable, Node, NodeState};
+pub use namespace::NewKind;
 
 /// The kernel's caches, as the union sees them: told about every change the union makes
 /// that the kernel did not ask for itself (privilege bits dropped on write or fallocate),
@@ -160,9 +162,9 @@ impl Resolved {
 }
 
 pub struct Union {
-    pub layers: LayerSet,
-    pub inodes: InodeTable,
-    pub files: files::Handles,
+    layers: LayerSet,
+    inodes: InodeTable,
+    files: files::Handles,
     /// Directories removed (or replaced by a rename) while the kernel still knows them:
     /// their last copy, so that an open directory keeps answering fstat.
     removed_dirs: dashmap::DashMap<u64, Arc<OwnedFd>>,
@@ -172,7 +174,7 @@ pub struct Union {
     /// every other name of the link is linked to it when it is looked up.
     linkups: dashmap::DashMap<(u64, u64), Arc<OwnedFd>>,
     /// What the mount options ask of the union.
-    pub behaviour: Behaviour,
+    behaviour: Behaviour,
     /// The workdir's marker: this upper has held metadata-only copies.
     metacopy_marker: std::sync::atomic::AtomicBool,
     /// Owners and modes kept in xattrs (`overrides`).
@@ -294,6 +296,16 @@ impl Union {
         use std::sync::atomic::Ordering::Relaxed;
         self.copyups.fetch_add(1, Relaxed);
         self.copied_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// On a volatile mount, marks the workdir once the mount is live (a clean stop removes
+    /// the marker; one left behind tells the next mount that the upper may be torn).
+    pub fn mark_volatile(&self) -> SysResult<()> {
+        if self.behaviour.volatile {
+            self.layers.set_volatile_marker()
+        } else {
+            Ok(())
+        }
     }
 
     /// Connects the union to the kernel's caches (once, when the session exists).
