@@ -7,8 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::options::{MountOptions, WhiteoutForm};
+use crate::options::MountOptions;
 use crate::sys;
+use crate::whiteout::WhiteoutForm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -2,14 +2,8 @@
 //! the options mount(8) and systemd pass along, and the typed result.
 
 use crate::idmap::{parse_ranges, IdRange};
+use crate::whiteout::WhiteoutForm;
 use std::path::PathBuf;
-
-/// Which on-disk form the daemon writes for whiteouts and opaque dirs (S7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WhiteoutForm {
-    Aufs,
-    Overlay,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountOptions {

@@ -5,9 +5,21 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::options::WhiteoutForm;
 use crate::private_xattrs::Private;
 use crate::sys::{self, Errno, Stat, SysResult, XTarget};
+
+/// The on-disk form of whiteouts and opaque dirs an upper is written in (S7), chosen with
+/// `-o whiteout=` at mount and `--whiteout` by the layer tools. Lowers are read in every
+/// form; an upper's char 0/0 device is a whiteout only under `Overlay` (S5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhiteoutForm {
+    /// `.wh.<name>` files and `.wh..wh..opq` markers (aufs, OCI layer tars); a char 0/0
+    /// device in the upper is a device node a user made.
+    Aufs,
+    /// char 0/0 devices and the `trusted.overlay.opaque=y` xattr (kernel overlayfs); both
+    /// forms are read in the upper.
+    Overlay,
+}
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_NAME: &str = ".wh..wh..opq";

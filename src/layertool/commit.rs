@@ -24,10 +24,10 @@ use tar::EntryType;
 
 use super::layerdir::{self, Child, ChildKind, Reading, WhiteoutOnDisk};
 use super::tarwrite::{EntryMeta, TarWriter};
-use super::{is_init_layer_file, ToolError, ToolResult, UpperForm};
+use super::{is_init_layer_file, ToolError, ToolResult};
 use crate::private_xattrs::Private;
 use crate::sys::{self, Stat};
-use crate::whiteout::{self, OPAQUE_NAME};
+use crate::whiteout::{self, WhiteoutForm, OPAQUE_NAME};
 
 /// The mode docker gives a whiteout made from a char 0/0 device.
 const SYNTHESIZED_WHITEOUT_MODE: u32 = 0o600;
@@ -246,7 +246,7 @@ impl<W: Write> Committer<W> {
 /// Writes the whole tar of the upper at `root` into `out`.
 fn write_tar<W: Write>(
     root: BorrowedFd<'_>,
-    form: UpperForm,
+    form: WhiteoutForm,
     output: (u64, u64),
     out: W,
 ) -> ToolResult<W> {
@@ -287,7 +287,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-pub fn run(upper: &Path, output: &Path, gzip: bool, form: UpperForm) -> ToolResult<()> {
+pub fn run(upper: &Path, output: &Path, gzip: bool, form: WhiteoutForm) -> ToolResult<()> {
     let root = layerdir::open_root(upper, "upper dir")?;
     let tmp = temp_path_beside(output)?;
     let file = std::fs::OpenOptions::new()

@@ -16,7 +16,8 @@ use std::path::Path;
 
 use super::layerdir::{self, ChildKind, Reading};
 use super::lowerview::{LowerDir, LowerEntry, LowerView};
-use super::{is_init_layer_file, ToolError, ToolResult, UpperForm};
+use super::{is_init_layer_file, ToolError, ToolResult};
+use crate::whiteout::WhiteoutForm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
@@ -152,7 +153,7 @@ impl Differ<'_> {
 pub fn changes(
     upper: &Path,
     lowerdir: Option<&str>,
-    form: UpperForm,
+    form: WhiteoutForm,
 ) -> ToolResult<Vec<(Vec<u8>, Change)>> {
     let root = layerdir::open_root(upper, "upper dir")?;
     let view = lowerdir.map(LowerView::open).transpose()?;
@@ -168,7 +169,7 @@ pub fn changes(
     Ok(changes)
 }
 
-pub fn run(upper: &Path, lowerdir: Option<&str>, form: UpperForm) -> ToolResult<()> {
+pub fn run(upper: &Path, lowerdir: Option<&str>, form: WhiteoutForm) -> ToolResult<()> {
     let changes = changes(upper, lowerdir, form)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let write_err = |e: std::io::Error| ToolError(format!("cannot write the listing: {e}"));

@@ -26,9 +26,9 @@ use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
 use super::tarpath::{self, PathProblem};
-use super::{one_line, ToolError, ToolResult, WriteForm};
-use crate::options::WhiteoutForm;
+use super::{one_line, ToolError, ToolResult};
 use crate::sys::{self, Errno, XTarget};
+use crate::whiteout::WhiteoutForm;
 use crate::whiteout::{self, OPAQUE_NAME, WH_PREFIX};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -165,7 +165,7 @@ impl Drop for Staging {
 
 struct Unpacker {
     root: OwnedFd,
-    form: WriteForm,
+    form: WhiteoutForm,
     /// Metadata of directory entries, applied once everything is unpacked.
     dirs: BTreeMap<Vec<u8>, Meta>,
     root_meta: Option<Meta>,
@@ -246,7 +246,7 @@ impl Unpacker {
         let parent = parent.as_fd();
         let name_os = OsStr::from_bytes(name);
 
-        if self.form == WriteForm::Overlay && name.starts_with(WH_PREFIX) {
+        if self.form == WhiteoutForm::Overlay && name.starts_with(WH_PREFIX) {
             let parent_path = tarpath::joined(parent_parts);
             if *name == OPAQUE_NAME.as_bytes() {
                 self.opaque_dirs.push(parent_path);
@@ -533,7 +533,7 @@ fn open_layer(layer: &Path) -> ToolResult<Box<dyn Read>> {
     }
 }
 
-pub fn run(layer: &Path, dir: &Path, form: WriteForm) -> ToolResult<()> {
+pub fn run(layer: &Path, dir: &Path, form: WhiteoutForm) -> ToolResult<()> {
     check_target(dir)?;
     let reader = open_layer(layer)?;
     let staging = Staging::create(dir)?;

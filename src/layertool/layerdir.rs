@@ -7,9 +7,9 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use super::{ToolError, ToolResult, UpperForm};
-use crate::options::WhiteoutForm;
+use super::{ToolError, ToolResult};
 use crate::sys::{self, Stat};
+use crate::whiteout::WhiteoutForm;
 use crate::whiteout::{self, OPAQUE_NAME, WH_PREFIX};
 
 /// Which layer is read, which decides how a char 0/0 device counts (S5).
@@ -18,7 +18,7 @@ pub enum Reading {
     /// A lower: every whiteout form counts.
     Lower,
     /// An upper mounted with the given form.
-    Upper(UpperForm),
+    Upper(WhiteoutForm),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,8 +129,7 @@ pub fn read_layer_dir(dir: BorrowedFd<'_>, reading: Reading, rel: &[u8]) -> Tool
         }
         let (is_upper, form) = match reading {
             Reading::Lower => (false, WhiteoutForm::Overlay),
-            Reading::Upper(UpperForm::Aufs) => (true, WhiteoutForm::Aufs),
-            Reading::Upper(UpperForm::Overlay) => (true, WhiteoutForm::Overlay),
+            Reading::Upper(form) => (true, form),
         };
         if whiteout::entry_is_whiteout(&stat, is_upper, form, dir, &name) {
             children.push(Child {

@@ -17,7 +17,9 @@ mod tarwrite;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{CommandFactory, Parser};
+
+use crate::whiteout::WhiteoutForm;
 
 /// The subcommands that `main` hands to [`main`].
 pub const SUBCOMMANDS: [&str; 5] = ["diff", "commit", "import", "init-layer", "stats"];
@@ -82,26 +84,6 @@ pub fn one_line(text: &str) -> String {
     s
 }
 
-/// How char 0/0 devices and xattr-marked empty files in an upper dir are read (S5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum UpperForm {
-    /// The upper was mounted with `whiteout=aufs`: only `.wh.` files are whiteouts; a
-    /// char 0/0 device is a device node that a user made.
-    Aufs,
-    /// The upper was mounted with `whiteout=overlay`, or its form is unknown: both forms
-    /// are read (a char 0/0 device is no usable device, so it is taken as a whiteout).
-    Overlay,
-}
-
-/// The form `import` writes whiteouts and opaque markers in (S7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum WriteForm {
-    /// `.wh.<name>` files and `.wh..wh..opq` markers, as the tar carries them.
-    Aufs,
-    /// char 0/0 devices and the `trusted.overlay.opaque=y` xattr (kernel overlayfs).
-    Overlay,
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "stratafs diff",
@@ -131,7 +113,7 @@ struct UpperArgs {
     /// The whiteout form the upper was mounted with: under aufs a char 0/0 device is a
     /// device node; the default reads both forms.
     #[arg(long, value_enum, default_value = "overlay", value_name = "FORM")]
-    whiteout: UpperForm,
+    whiteout: WhiteoutForm,
 }
 
 #[derive(Parser, Debug)]
@@ -162,7 +144,7 @@ struct ImportArgs {
     dir: PathBuf,
     /// How whiteouts and opaque markers are written.
     #[arg(long, value_enum, default_value = "aufs", value_name = "FORM")]
-    whiteout: WriteForm,
+    whiteout: WhiteoutForm,
 }
 
 #[derive(Parser, Debug)]

@@ -353,7 +353,7 @@ impl Union {
     /// Whether empty regular files of this layer must be checked for the whiteout xattr:
     /// lower layers always; the upper only under whiteout=overlay.
     fn may_hold_xattr_whiteouts(&self, layer: usize) -> bool {
-        !self.is_upper(layer) || self.layers.whiteout == crate::options::WhiteoutForm::Overlay
+        !self.is_upper(layer) || self.layers.whiteout == whiteout::WhiteoutForm::Overlay
     }
 
     /// Layers whose files the daemon changes: the upper, and the init layer in place.

@@ -13,10 +13,10 @@ use super::overrides;
 use super::protect::Change;
 use super::{check_name, Attr, Caller, DirView, Union};
 use crate::acl::{self, Acl};
-use crate::options::WhiteoutForm;
 use crate::override_stat::OverrideStat;
 use crate::sys::{self, Errno, SysResult, XTarget};
 use crate::whiteout;
+use crate::whiteout::WhiteoutForm;
 
 /// What a new object is.
 pub enum NewKind<'a> {

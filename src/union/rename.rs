@@ -13,9 +13,9 @@ use std::sync::Arc;
 use super::inodes::Node;
 use super::protect::Change;
 use super::{check_name, DirView, Resolved, Union};
-use crate::options::WhiteoutForm;
 use crate::sys::{self, Errno, SysResult};
 use crate::whiteout;
+use crate::whiteout::WhiteoutForm;
 
 /// Both ends of a rename, resolved and checked.
 struct Plan<'a> {
