@@ -60,21 +60,24 @@ pub(super) fn blank_attr(ino: u64, mode: u32) -> FileAttr {
 
 pub(super) fn timespec(t: Option<TimeOrNow>) -> TimeSpec {
     match t {
-        None => None,
-        Some(TimeOrNow::Now) => Some(None),
-        Some(TimeOrNow::SpecificTime(s)) => Some(Some(match s.duration_since(UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-            Err(e) => {
-                let d = e.duration();
-                let mut sec = -(d.as_secs() as i64);
-                let mut nsec = -(d.subsec_nanos() as i64);
-                if nsec < 0 {
-                    sec -= 1;
-                    nsec += 1_000_000_000;
+        None => TimeSpec::Keep,
+        Some(TimeOrNow::Now) => TimeSpec::Now,
+        Some(TimeOrNow::SpecificTime(s)) => {
+            let (sec, nsec) = match s.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let mut sec = -(d.as_secs() as i64);
+                    let mut nsec = -(d.subsec_nanos() as i64);
+                    if nsec < 0 {
+                        sec -= 1;
+                        nsec += 1_000_000_000;
+                    }
+                    (sec, nsec)
                 }
-                (sec, nsec)
-            }
-        })),
+            };
+            TimeSpec::At(sec, nsec)
+        }
     }
 }
 

@@ -238,7 +238,10 @@ impl Filesystem for StrataFs {
             req,
             parent,
             name,
-            NewKind::Node(mode, rdev as u64),
+            NewKind::Node {
+                file_type: mode & libc::S_IFMT,
+                rdev: rdev as u64,
+            },
             mode,
             umask,
             reply,
@@ -260,12 +263,12 @@ impl Filesystem for StrataFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Unlink);
-        empty(reply, self.union.remove(self.num(parent), name, false));
+        empty(reply, self.union.unlink(self.num(parent), name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timing = self.stats.time(Op::Rmdir);
-        empty(reply, self.union.remove(self.num(parent), name, true));
+        empty(reply, self.union.rmdir(self.num(parent), name));
     }
 
     fn symlink(

@@ -22,7 +22,7 @@ impl StrataFs {
             reply,
             self.xattrs_on().and_then(|()| {
                 self.union
-                    .change_xattr(self.caller(req), self.num(ino), name, Some((value, flags)))
+                    .setxattr(self.caller(req), self.num(ino), name, value, flags)
             }),
         );
     }
@@ -76,7 +76,7 @@ impl StrataFs {
             reply,
             self.xattrs_on().and_then(|()| {
                 self.union
-                    .change_xattr(self.caller(req), self.num(ino), name, None)
+                    .removexattr(self.caller(req), self.num(ino), name)
             }),
         );
     }

@@ -473,7 +473,7 @@ fn apply_meta(fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), Errno> {
     for (name, value) in &meta.xattrs {
         sys::setxattr(XTarget::Fd(fd), name, value, 0)?;
     }
-    let t = Some(Some(meta.mtime));
+    let t = sys::TimeSpec::At(meta.mtime.0, meta.mtime.1);
     sys::utimens_fd(fd, t, t)
 }
 
@@ -490,7 +490,7 @@ fn apply_meta_at(dir: BorrowedFd<'_>, name: &OsStr, meta: &Meta, chmod: bool) ->
     for (xname, value) in &meta.xattrs {
         sys::setxattr(XTarget::At(dir, name), xname, value, 0)?;
     }
-    let t = Some(Some(meta.mtime));
+    let t = sys::TimeSpec::At(meta.mtime.0, meta.mtime.1);
     sys::utimensat(dir, name, t, t)
 }
 

@@ -389,24 +389,32 @@ pub fn chmod_target(t: XTarget<'_>, mode: u32) -> SysResult<()> {
     }
 }
 
-/// A timestamp to set: `None` leaves it (UTIME_OMIT); `Some(None)` is now.
-pub type TimeSpec = Option<Option<(i64, i64)>>;
+/// One timestamp of a utimensat call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeSpec {
+    /// Left as it is (UTIME_OMIT).
+    #[default]
+    Keep,
+    /// The current time (UTIME_NOW).
+    Now,
+    /// Seconds and nanoseconds since the epoch.
+    At(i64, i64),
+}
+
+impl TimeSpec {
+    /// Whether a call with this timestamp sets it.
+    pub fn changes(self) -> bool {
+        self != TimeSpec::Keep
+    }
+}
 
 fn to_timespec(t: TimeSpec) -> libc::timespec {
-    match t {
-        None => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        Some(None) => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        Some(Some((s, ns))) => libc::timespec {
-            tv_sec: s,
-            tv_nsec: ns,
-        },
-    }
+    let (tv_sec, tv_nsec) = match t {
+        TimeSpec::Keep => (0, libc::UTIME_OMIT),
+        TimeSpec::Now => (0, libc::UTIME_NOW),
+        TimeSpec::At(s, ns) => (s, ns),
+    };
+    libc::timespec { tv_sec, tv_nsec }
 }
 
 pub fn utimensat(

@@ -61,11 +61,11 @@ pub(super) fn recorded_number(dir: BorrowedFd<'_>, name: &OsStr) -> Option<u64> 
 }
 
 fn time_of(sec: i64, nsec: i64) -> sys::TimeSpec {
-    Some(Some((sec, nsec)))
+    sys::TimeSpec::At(sec, nsec)
 }
 
 impl Union {
-    /// Makes sure `node` has its own copy in the upper (S10). Callers hold `ns` shared.
+    /// Makes sure `node` has its own copy in the upper (S10). Callers hold `namespace_lock` shared.
     pub(super) fn copy_up(&self, node: &Node, with_data: bool) -> SysResult<()> {
         self.copy_up_as(
             node,

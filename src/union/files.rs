@@ -106,7 +106,7 @@ impl SetAttr {
     /// The change this setattr makes, as the protection rules see it.
     fn change(&self) -> Option<Change> {
         let explicit_time =
-            matches!(self.atime, Some(Some(_))) || matches!(self.mtime, Some(Some(_)));
+            matches!(self.atime, TimeSpec::At(..)) || matches!(self.mtime, TimeSpec::At(..));
         if self.mode.is_some()
             || self.uid.is_some()
             || self.gid.is_some()
@@ -114,7 +114,7 @@ impl SetAttr {
             || explicit_time
         {
             Some(Change::Attributes)
-        } else if self.atime.is_some() || self.mtime.is_some() {
+        } else if self.atime.changes() || self.mtime.changes() {
             Some(Change::Touch)
         } else {
             None
@@ -149,7 +149,7 @@ impl Union {
     /// lower copy's content never changes while it is open from there.
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> SysResult<(u64, bool)> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         if is_write_open(flags) {
             if self.read_only() {
                 return Err(Errno::EROFS);
@@ -264,7 +264,7 @@ impl Union {
     /// fsyncdir: the directory's upper copy, where it has one, reaches the disk.
     pub fn fsyncdir(&self, ino: u64) -> SysResult<()> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (layer, path, _) = self.locate(&node)?;
         if layer != 0 || self.read_only() || !self.behaviour.syncs() {
             return Ok(());
@@ -288,7 +288,7 @@ impl Union {
         let f = self.files.get(fh)?;
         let fd = f.fd();
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
-            let _ns = self.ns.read();
+            let _ns = self.namespace_lock.read();
             self.check_node(f.ino, Change::Attributes)?;
         }
         if !caller.root {
@@ -314,7 +314,7 @@ impl Union {
         // The VFS refuses to copy into an immutable file, which it can only know from us
         // (a FUSE inode carries no flags): also when it became immutable while open.
         let protected = {
-            let _ns = self.ns.read();
+            let _ns = self.namespace_lock.read();
             self.check_node(b.ino, Change::Attributes) == Err(Errno::EPERM)
         };
         if protected {
@@ -340,7 +340,7 @@ impl Union {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         if node.state.lock().unlinked {
             return self.setattr_unlinked(ino, ch);
         }
@@ -391,7 +391,7 @@ impl Union {
         }
         let mode = ch.mode.filter(|_| s.kind != libc::S_IFLNK);
         self.set_owner_and_mode(XTarget::At(d, name), ch.uid, ch.gid, mode)?;
-        if ch.atime.is_some() || ch.mtime.is_some() {
+        if ch.atime.changes() || ch.mtime.changes() {
             sys::utimensat(d, name, ch.atime, ch.mtime)?;
         }
         self.getattr_node(&node)
@@ -406,7 +406,7 @@ impl Union {
             sys::ftruncate(fd, size)?;
         }
         self.set_owner_and_mode(XTarget::Fd(fd), ch.uid, ch.gid, ch.mode)?;
-        if ch.atime.is_some() || ch.mtime.is_some() {
+        if ch.atime.changes() || ch.mtime.changes() {
             sys::utimens_fd(fd, ch.atime, ch.mtime)?;
         }
         let mut st = sys::fstat(fd)?;
@@ -421,7 +421,7 @@ impl Union {
         f: impl FnOnce(XTarget<'_>) -> SysResult<T>,
     ) -> SysResult<T> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (layer, path, _) = self.locate(&node)?;
         self.xtarget_at(layer, &path, f)
     }
@@ -460,8 +460,25 @@ impl Union {
         Ok(names)
     }
 
-    /// setxattr (remove = false) and removexattr (remove = true); both copy up first.
-    pub fn change_xattr(
+    /// setxattr(2) with XATTR_CREATE / XATTR_REPLACE `flags`; copies up first.
+    pub fn setxattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> SysResult<()> {
+        self.change_xattr(caller, ino, name, Some((value, flags)))
+    }
+
+    /// removexattr(2); copies up first.
+    pub fn removexattr(&self, caller: Caller, ino: u64, name: &OsStr) -> SysResult<()> {
+        self.change_xattr(caller, ino, name, None)
+    }
+
+    /// Sets (`value` with its flags) or removes (None) the xattr `name`.
+    fn change_xattr(
         &self,
         caller: Caller,
         ino: u64,
@@ -479,7 +496,7 @@ impl Union {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         self.check_node(ino, Change::Attributes)?;
         self.make_writable(&node, CopyMode::Meta)?;
         let (layer, path, _) = self.locate(&node)?;

@@ -164,7 +164,7 @@ impl Union {
         from_start: bool,
     ) -> SysResult<([ListEntry; 2], Arc<Vec<ListEntry>>)> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let dir = self.dir_view(&node)?;
         let parent = node
             .snapshot()

@@ -201,7 +201,7 @@ impl Union {
         if whiteout::is_reserved_name(name) {
             return Err(Errno::ENOENT);
         }
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         self.lookup_locked(parent, name)
     }
 

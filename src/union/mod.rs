@@ -181,7 +181,7 @@ pub struct Union {
     overrides: overrides::Overrides,
     /// Renames take it exclusively; path computations and changes share it, so a path is
     /// never computed from a half-applied rename.
-    ns: RwLock<()>,
+    namespace_lock: RwLock<()>,
     /// Set once the kernel connection exists.
     kernel_cache: std::sync::OnceLock<Box<dyn KernelCache>>,
     /// Copy-ups made, and the bytes of data they copied (for `stratafs stats`).
@@ -261,7 +261,7 @@ impl Union {
             dircache: dircache::DirCache::default(),
             index: index::LookupIndex::default(),
             linkups: dashmap::DashMap::new(),
-            ns: RwLock::new(()),
+            namespace_lock: RwLock::new(()),
             kernel_cache: std::sync::OnceLock::new(),
             copyups: Default::default(),
             copied_bytes: Default::default(),
@@ -509,7 +509,7 @@ impl Union {
 
     pub fn getattr(&self, ino: u64) -> SysResult<Attr> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         match self.getattr_node(&node) {
             // Unlinked (or replaced by a rename) while open: the open file or directory
             // still has attributes, with no link left.
@@ -548,7 +548,7 @@ impl Union {
 
     pub fn readlink(&self, ino: u64) -> SysResult<OsString> {
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (layer, path, _) = self.locate(&node)?;
         let (dfd, name) = self.parent_fd(layer, &path)?;
         sys::readlinkat(dfd.as_fd(), name)

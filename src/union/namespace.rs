@@ -23,7 +23,11 @@ pub enum NewKind<'a> {
     /// A regular file, created and opened with these open(2) flags.
     File(i32),
     Dir,
-    Node(u32, u64),
+    /// A fifo, socket or device node: `file_type` is the S_IF* bits of mknod's mode.
+    Node {
+        file_type: u32,
+        rdev: u64,
+    },
     Symlink(&'a OsStr),
 }
 
@@ -216,7 +220,7 @@ impl Union {
         umask: u32,
         flags: i32,
     ) -> SysResult<(Attr, OwnedFd)> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let t = self.prepare_parent(parent, |_| Ok(()))?;
         let (perm, access_acl, gid) = self.new_object_mode(&t, caller, false, mode, umask);
         let keep = libc::O_ACCMODE | libc::O_EXCL | libc::O_APPEND | libc::O_NOATIME;
@@ -260,13 +264,13 @@ impl Union {
         mode: u32,
         umask: u32,
     ) -> SysResult<(Attr, Option<OwnedFd>)> {
-        if let NewKind::Node(m, 0) = kind {
+        if let NewKind::Node { file_type, rdev: 0 } = kind {
             // Under the overlay form a char 0/0 is a whiteout: refused, as overlayfs does.
-            if m & libc::S_IFMT == libc::S_IFCHR && self.layers.whiteout == WhiteoutForm::Overlay {
+            if file_type == libc::S_IFCHR && self.layers.whiteout == WhiteoutForm::Overlay {
                 return Err(Errno::EPERM);
             }
         }
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let t = self.prepare_create(parent, name)?;
         let d = t.udir.as_fd();
         let is_dir = matches!(kind, NewKind::Dir);
@@ -277,7 +281,7 @@ impl Union {
         let fmt = match kind {
             NewKind::Dir => libc::S_IFDIR,
             NewKind::File(_) => libc::S_IFREG,
-            NewKind::Node(m, _) => m & libc::S_IFMT,
+            NewKind::Node { file_type, .. } => file_type,
             NewKind::Symlink(_) => libc::S_IFLNK,
         };
         let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
@@ -308,8 +312,8 @@ impl Union {
                 }
                 file = Some(f);
             }
-            NewKind::Node(m, rdev) => {
-                sys::mknodat(d, name, (m & libc::S_IFMT) | 0o600, rdev)?;
+            NewKind::Node { file_type, rdev } => {
+                sys::mknodat(d, name, file_type | 0o600, rdev)?;
                 undo_on_error(finish(d, name, false), d, name, false)?;
             }
             NewKind::Symlink(target) => {
@@ -354,7 +358,7 @@ impl Union {
 
     /// A hard link `newname` in `newparent` to the object `ino` (its source is copied up).
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> SysResult<Attr> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let node = self.node(ino)?;
         if node.is_dir() {
             return Err(Errno::EPERM);
@@ -394,15 +398,24 @@ impl Union {
         Ok(!below.layers.is_empty() && self.resolve_child(&below, name)?.is_some())
     }
 
-    /// unlink (dir = false) and rmdir (dir = true), S14.
-    pub fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
+    /// unlink(2) of a non-directory (S14).
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> SysResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// rmdir(2) of an empty merged directory (S14).
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> SysResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::EROFS);
         }
         if whiteout::is_reserved_name(name) {
             return Err(Errno::ENOENT);
         }
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let pnode = self.node(parent)?;
         let pdir = self.dir_view(&pnode)?;
         let ppath = pdir.path.clone();

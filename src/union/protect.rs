@@ -168,7 +168,7 @@ impl Union {
     pub fn statx(&self, ino: u64) -> SysResult<(Attr, sys::StatxExtra)> {
         let attr = self.getattr(ino)?;
         let node = self.node(ino)?;
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let located = if node.state.lock().unlinked {
             Err(Errno::ENOENT)
         } else {
@@ -256,7 +256,7 @@ impl Union {
 
     /// FS_IOC_GETFLAGS of the merged view.
     pub fn get_inode_flags(&self, ino: u64) -> SysResult<u32> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (fd, layer) = self.flags_fd(ino)?;
         let real = sys::get_flags(fd.as_fd())?;
         Ok(if self.is_upper(layer) {
@@ -269,7 +269,7 @@ impl Union {
     /// FS_IOC_SETFLAGS: copies up, then sets the flags; on the upper the protections go
     /// to the private xattr. The kernel has checked ownership and CAP_LINUX_IMMUTABLE.
     pub fn set_inode_flags(&self, ino: u64, flags: u32) -> SysResult<()> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (fd, layer) = self.writable_flags_fd(ino)?;
         let prot_bits = sys::FS_IMMUTABLE_FL | sys::FS_APPEND_FL;
         if !self.is_upper(layer) {
@@ -283,7 +283,7 @@ impl Union {
 
     /// FS_IOC_FSGETXATTR of the merged view.
     pub fn get_inode_xflags(&self, ino: u64) -> SysResult<FsXattr> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (fd, layer) = self.flags_fd(ino)?;
         let mut x = sys::fs_get_xattr(fd.as_fd())?;
         if self.is_upper(layer) {
@@ -294,7 +294,7 @@ impl Union {
 
     /// FS_IOC_FSSETXATTR, as `set_inode_flags`.
     pub fn set_inode_xflags(&self, ino: u64, x: FsXattr) -> SysResult<()> {
-        let _ns = self.ns.read();
+        let _ns = self.namespace_lock.read();
         let (fd, layer) = self.writable_flags_fd(ino)?;
         if !self.is_upper(layer) {
             return sys::fs_set_xattr(fd.as_fd(), &x);

@@ -79,7 +79,7 @@ impl Union {
             return Err(Errno::EPERM);
         }
         // Renames change paths of whole subtrees: nothing else computes a path meanwhile.
-        let _ns = self.ns.write();
+        let _ns = self.namespace_lock.write();
         let Some(plan) = self.plan(parent, name, newparent, newname, flags)? else {
             return Ok(());
         };
