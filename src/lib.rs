@@ -23,5 +23,6 @@ pub mod private_xattrs;
 pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod text;
 pub mod union;
 pub mod whiteout;

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use stratafs::{daemon, layertool, mount_helper, options};
+use stratafs::{daemon, layertool, mount_helper, options, text};
 
 use clap::{CommandFactory, Parser};
 
@@ -133,7 +133,7 @@ fn help_main(args: &[OsString]) -> i32 {
     }
     eprintln!(
         "stratafs help: unknown command '{}' (commands: {}, help, man, completions)",
-        layertool::one_line(&name),
+        text::one_line(&name),
         layertool::SUBCOMMANDS.join(", ")
     );
     1

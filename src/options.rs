@@ -2,6 +2,7 @@
 //! the options mount(8) and systemd pass along, and the typed result.
 
 use crate::idmap::{parse_ranges, IdRange};
+use crate::text::one_line;
 use crate::whiteout::WhiteoutForm;
 use std::path::PathBuf;
 
@@ -202,19 +203,6 @@ fn unescape(s: &str) -> Result<String, String> {
         }
     }
     Ok(out)
-}
-
-/// Shows control characters (a newline in an option) escaped, so an error stays one line.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Which opens the kernel serves from the layer file itself (FUSE passthrough).

@@ -26,8 +26,9 @@ use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
 use super::tarpath::{self, PathProblem};
-use super::{one_line, ToolError, ToolResult};
+use super::{ToolError, ToolResult};
 use crate::sys::{self, Errno, XTarget};
+use crate::text::one_line;
 use crate::whiteout::WhiteoutForm;
 use crate::whiteout::{self, OPAQUE_NAME, WH_PREFIX};
 

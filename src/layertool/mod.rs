@@ -70,20 +70,6 @@ impl std::fmt::Display for ToolError {
 
 pub type ToolResult<T> = Result<T, ToolError>;
 
-/// Makes text from outside (a parser's complaint about a corrupt file) fit one line:
-/// control characters become `?` and the text is cut at 200 characters.
-pub fn one_line(text: &str) -> String {
-    let mut s: String = text
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(200)
-        .collect();
-    if text.chars().count() > 200 {
-        s.push_str("...");
-    }
-    s
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "stratafs diff",
