@@ -24,7 +24,7 @@ use tar::EntryType;
 
 use super::layerdir::{self, Child, ChildKind, Reading, WhiteoutOnDisk};
 use super::tarwrite::{EntryMeta, TarWriter};
-use super::{is_init_layer_file, ToolError, ToolResult};
+use super::{is_init_layer_file, temp_name_for, ToolError, ToolResult};
 use crate::private_xattrs::Private;
 use crate::sys::{self, Stat};
 use crate::whiteout::{self, WhiteoutForm, OPAQUE_NAME};
@@ -265,15 +265,12 @@ fn write_tar<W: Write>(
         .map_err(|e| ToolError(format!("cannot write the layer: {e}")))
 }
 
-/// `.NAME.stratafs-tmp.PID` beside `output`.
+/// The temporary path beside `output` (`temp_name_for`).
 fn temp_path_beside(output: &Path) -> ToolResult<PathBuf> {
     let name = output
         .file_name()
         .ok_or_else(|| ToolError(format!("--output '{}' names no file", output.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".stratafs-tmp.{}", std::process::id()));
-    Ok(output.with_file_name(tmp_name))
+    Ok(output.with_file_name(temp_name_for(name)))
 }
 
 /// Removes a file on drop unless disarmed.

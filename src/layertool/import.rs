@@ -26,7 +26,7 @@ use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
 use super::tarpath::{self, PathProblem};
-use super::{ToolError, ToolResult};
+use super::{temp_name_for, ToolError, ToolResult};
 use crate::sys::{self, Errno, XTarget};
 use crate::text::one_line;
 use crate::whiteout::WhiteoutForm;
@@ -99,10 +99,7 @@ impl Staging {
         let name = dir
             .file_name()
             .ok_or_else(|| ToolError(format!("'{}' names no directory", dir.display())))?;
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".stratafs-import.{}", std::process::id()));
-        let path = dir.with_file_name(tmp_name);
+        let path = dir.with_file_name(temp_name_for(name));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)

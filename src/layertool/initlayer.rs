@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use super::{ToolError, ToolResult};
+use super::{temp_name_for, ToolError, ToolResult};
 use crate::sys::{self, Errno};
 
 /// Written to etc/hostname when no hostname is given.
@@ -160,8 +160,7 @@ impl InitLayer {
 
 /// Writes `name` in `dir` with mode 0644 through a temporary name and a rename.
 fn write_file(dir: BorrowedFd<'_>, name: &str, data: &[u8]) -> Result<(), Errno> {
-    let tmp = format!(".{name}.stratafs-tmp.{}", std::process::id());
-    let tmp = OsStr::new(&tmp);
+    let tmp = &temp_name_for(OsStr::new(name));
     let fd = sys::openat(
         dir,
         tmp,

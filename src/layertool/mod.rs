@@ -14,7 +14,7 @@ mod lowerview;
 mod tarpath;
 mod tarwrite;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
@@ -69,6 +69,16 @@ impl std::fmt::Display for ToolError {
 }
 
 pub type ToolResult<T> = Result<T, ToolError>;
+
+/// The name a tool writes `name` under before renaming it into place when complete:
+/// `.NAME.stratafs-tmp.PID`, hidden, beside it (one filesystem, so the rename is atomic),
+/// and apart from any other process's.
+pub fn temp_name_for(name: &OsStr) -> OsString {
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".stratafs-tmp.{}", std::process::id()));
+    tmp
+}
 
 #[derive(Parser, Debug)]
 #[command(
