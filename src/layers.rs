@@ -155,6 +155,30 @@ impl LayerSet {
         }
     }
 
+    /// The lowers alone, opened already (top first), for a read-only union of them: what
+    /// `stratafs diff --lowerdir` compares an upper with.
+    pub fn lowers_only(lowers: Vec<(PathBuf, OwnedFd)>) -> sys::SysResult<LayerSet> {
+        let mut layers = Vec::new();
+        for (path, root) in lowers {
+            let dev = sys::fstat(root.as_fd())?.st_dev;
+            layers.push(Layer {
+                path,
+                root,
+                role: Role::Lower,
+                dev,
+            });
+        }
+        Ok(LayerSet {
+            layers,
+            has_upper: false,
+            work: None,
+            workdir: None,
+            // Written by nobody: without an upper every form is read (S5).
+            whiteout: WhiteoutForm::Overlay,
+            _in_use_locks: Vec::new(),
+        })
+    }
+
     /// Validates the options against the disk (S20) without changing anything.
     pub fn open_checked(opts: &MountOptions, mountpoint: &Path) -> Result<(), String> {
         check(opts, mountpoint).map(|_| ())

@@ -2,7 +2,8 @@
 //! (main.rs) is the command line. Dependencies run one way: the FUSE adapter
 //! (`fuse_adapter`) calls the union logic (`union`), which reaches the layers through
 //! `sys`, the only module with `unsafe`; `daemon` puts a mount together, `layertool`
-//! holds the commands that work on layer dirs without a mount.
+//! holds the commands that work on layer dirs without a mount (with the union's merge of
+//! layers where they need one).
 
 // `unsafe` and raw syscalls live in `sys` alone, behind safe wrappers.
 #![deny(unsafe_code)]

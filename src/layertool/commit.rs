@@ -22,7 +22,7 @@ use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::layerdir::{self, Child, ChildKind, Reading, WhiteoutOnDisk};
+use super::layerdir::{self, Child, ChildKind, WhiteoutOnDisk};
 use super::tarwrite::{EntryMeta, TarWriter};
 use super::{is_init_layer_file, temp_name_for, ToolError, ToolResult};
 use crate::private_xattrs::Private;
@@ -62,7 +62,7 @@ enum Item<'a> {
 }
 
 struct Committer<W: Write> {
-    reading: Reading,
+    form: WhiteoutForm,
     tar: TarWriter<W>,
     /// (st_dev, st_ino) of hard-linked objects already written, with their tar path.
     first_names: HashMap<(u64, u64), Vec<u8>>,
@@ -101,7 +101,7 @@ impl<W: Write> Committer<W> {
         dir_stat: &Stat,
         opaque: bool,
     ) -> ToolResult<()> {
-        let listing = layerdir::read_layer_dir(dir, self.reading, rel)?;
+        let listing = layerdir::read_upper_dir(dir, self.form, rel)?;
         let mut items: Vec<(Vec<u8>, Item<'_>)> = Vec::new();
         if opaque || listing.opaque_marker.is_some() {
             items.push((OPAQUE_NAME.as_bytes().to_vec(), Item::OpaqueMarker));
@@ -253,7 +253,7 @@ fn write_tar<W: Write>(
     let root_stat =
         sys::fstat(root).map_err(|e| ToolError(format!("cannot stat the upper dir: {e}")))?;
     let mut committer = Committer {
-        reading: Reading::Upper(form),
+        form,
         tar: TarWriter::new(out),
         first_names: HashMap::new(),
         output,

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use super::layerdir::{self, ChildKind, Reading};
+use super::layerdir::{self, ChildKind};
 use super::lowerview::{LowerDir, LowerEntry, LowerView};
 use super::{is_init_layer_file, ToolError, ToolResult};
 use crate::whiteout::WhiteoutForm;
@@ -66,7 +66,7 @@ pub fn classify_whiteout(lower: LowerKnowledge, upper_has_object: bool) -> Optio
 }
 
 struct Differ<'a> {
-    reading: Reading,
+    form: WhiteoutForm,
     lowers: Option<&'a LowerView>,
     changes: Vec<(Vec<u8>, Change)>,
 }
@@ -95,7 +95,7 @@ impl Differ<'_> {
         lower_here: Option<&LowerDir>,
         opaque: bool,
     ) -> ToolResult<()> {
-        let listing = layerdir::read_layer_dir(dir, self.reading, rel)?;
+        let listing = layerdir::read_upper_dir(dir, self.form, rel)?;
         let lower_children: BTreeMap<OsString, LowerEntry> = match (self.lowers, lower_here) {
             (Some(view), Some(d)) => view.children(d, rel)?,
             _ => BTreeMap::new(),
@@ -158,7 +158,7 @@ pub fn changes(
     let root = layerdir::open_root(upper, "upper dir")?;
     let view = lowerdir.map(LowerView::open).transpose()?;
     let mut differ = Differ {
-        reading: Reading::Upper(form),
+        form,
         lowers: view.as_ref(),
         changes: Vec::new(),
     };

@@ -1,6 +1,6 @@
-//! Reading one directory of a layer dir as the union sees it: which children are objects,
-//! which are whiteouts (every form of S5), which child directories are opaque (S6). Shared
-//! by `diff` (upper and lowers) and `commit`. Everything is read through *at calls on
+//! Reading one directory of an upper dir as the union sees it: which children are objects,
+//! which are whiteouts (S5, as the upper's form says), which child directories are opaque
+//! (S6). Shared by `diff` and `commit`. Everything is read through *at calls on
 //! descriptors, so no symlink inside a layer is ever followed.
 
 use std::ffi::{OsStr, OsString};
@@ -11,15 +11,6 @@ use super::{ToolError, ToolResult};
 use crate::sys::{self, Stat};
 use crate::whiteout::WhiteoutForm;
 use crate::whiteout::{self, OPAQUE_NAME, WH_PREFIX};
-
-/// Which layer is read, which decides how a char 0/0 device counts (S5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reading {
-    /// A lower: every whiteout form counts.
-    Lower,
-    /// An upper mounted with the given form.
-    Upper(WhiteoutForm),
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChildKind {
@@ -89,10 +80,10 @@ pub fn open_child_dir(dir: BorrowedFd<'_>, name: &OsStr, rel: &[u8]) -> ToolResu
         .map_err(|e| ToolError(format!("cannot open directory '{}': {e}", shown(rel))))
 }
 
-/// Lists the directory `dir` (at `rel` in its layer, for messages) and classifies each
-/// child. Names starting with `.wh..wh.` other than the opaque marker (aufs bookkeeping)
+/// Lists the directory `dir` (at `rel` in an upper mounted with the whiteout form `form`,
+/// which decides how a char 0/0 device counts) and classifies each child. Names starting with `.wh..wh.` other than the opaque marker (aufs bookkeeping)
 /// are skipped.
-pub fn read_layer_dir(dir: BorrowedFd<'_>, reading: Reading, rel: &[u8]) -> ToolResult<LayerDir> {
+pub fn read_upper_dir(dir: BorrowedFd<'_>, form: WhiteoutForm, rel: &[u8]) -> ToolResult<LayerDir> {
     let cannot = |what: &str, name: &OsStr, e: sys::Errno| {
         ToolError(format!("cannot {what} '{}': {e}", shown(&join(rel, name))))
     };
@@ -127,11 +118,7 @@ pub fn read_layer_dir(dir: BorrowedFd<'_>, reading: Reading, rel: &[u8]) -> Tool
             });
             continue;
         }
-        let (is_upper, form) = match reading {
-            Reading::Lower => (false, WhiteoutForm::Overlay),
-            Reading::Upper(form) => (true, form),
-        };
-        if whiteout::entry_is_whiteout(&stat, is_upper, form, dir, &name) {
+        if whiteout::entry_is_whiteout(&stat, true, form, dir, &name) {
             children.push(Child {
                 name,
                 stat,

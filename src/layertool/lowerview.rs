@@ -1,25 +1,24 @@
 //! The merged view of the lower layers alone, which `diff --lowerdir` compares an upper
-//! with: the children of a directory when only the lowers are stacked (S4-S6, with the
-//! lowers' own whiteouts and opaque directories honoured).
+//! with: a read-only union of the lowers, so that the tools and the mount merge layers by
+//! one implementation of rules S4-S6.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::layerdir::{self, ChildKind, Reading};
+use super::layerdir::{self, shown};
 use super::{ToolError, ToolResult};
-use crate::sys;
+use crate::layers::LayerSet;
+use crate::union::{Behaviour, Union, ROOT_INO};
 
 pub struct LowerView {
-    roots: Vec<(PathBuf, OwnedFd)>,
+    union: Union,
 }
 
-/// A directory of the merged lowers: the lowers (by index, top first) that contribute.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A directory of the merged lowers (its node in the union of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LowerDir {
-    layers: Vec<usize>,
+    node: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,83 +39,43 @@ impl LowerView {
             let fd = layerdir::open_root(&path, "lower dir")?;
             roots.push((path, fd));
         }
-        Ok(LowerView { roots })
+        let union = LayerSet::lowers_only(roots)
+            .and_then(|layers| Union::new(layers, Behaviour::default()))
+            .map_err(|e| ToolError(format!("cannot read the lower dirs: {e}")))?;
+        Ok(LowerView { union })
     }
 
-    /// The root directory, to which every lower contributes.
+    /// The root directory.
     pub fn root(&self) -> LowerDir {
-        LowerDir {
-            layers: (0..self.roots.len()).collect(),
-        }
+        LowerDir { node: ROOT_INO }
     }
 
-    /// The visible children of the merged directory `dir`, found at `rel` in each lower.
+    /// The visible children of the merged directory `dir`, which is at `rel`.
     pub fn children(
         &self,
         dir: &LowerDir,
         rel: &[u8],
     ) -> ToolResult<BTreeMap<OsString, LowerEntry>> {
-        let mut merged: BTreeMap<OsString, (LowerEntry, bool)> = BTreeMap::new();
-        let mut hidden: HashSet<OsString> = HashSet::new();
-        for &idx in &dir.layers {
-            let (root_path, root) = &self.roots[idx];
-            let fd = sys::open_beneath(
-                root.as_fd(),
-                OsStr::from_bytes(rel),
-                libc::O_PATH | libc::O_DIRECTORY,
-            )
-            .map_err(|e| {
-                ToolError(format!(
-                    "cannot open '{}' in lower dir '{}': {e}",
-                    layerdir::shown(rel),
-                    root_path.display()
-                ))
-            })?;
-            let listing = layerdir::read_layer_dir(fd.as_fd(), Reading::Lower, rel)?;
-            for child in listing
-                .children
-                .iter()
-                .filter(|c| c.kind == ChildKind::Object)
-            {
-                if hidden.contains(&child.name) {
-                    continue;
+        let err = |e| ToolError(format!("cannot read '{}' in the lowers: {e}", shown(rel)));
+        let mut listed = Vec::new();
+        self.union
+            .readdir(dir.node, 0, |_, e| {
+                if e.name != "." && e.name != ".." {
+                    listed.push((e.name.clone(), e.kind == libc::S_IFDIR));
                 }
-                match merged.get_mut(&child.name) {
-                    None => {
-                        let entry = if child.is_dir() {
-                            (
-                                LowerEntry::Dir(LowerDir { layers: vec![idx] }),
-                                child.opaque,
-                            )
-                        } else {
-                            (LowerEntry::NonDir, true)
-                        };
-                        merged.insert(child.name.clone(), entry);
-                    }
-                    Some((LowerEntry::Dir(d), closed)) if !*closed => {
-                        if child.is_dir() {
-                            d.layers.push(idx);
-                            *closed = child.opaque;
-                        } else {
-                            // A non-directory hides what is below it (S4).
-                            *closed = true;
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            // A whiteout hides its name in the layers below its own (S5).
-            for child in listing
-                .children
-                .iter()
-                .filter(|c| c.kind != ChildKind::Object)
-            {
-                if let Some((_, closed)) = merged.get_mut(&child.name) {
-                    *closed = true;
-                }
-                hidden.insert(child.name.clone());
-            }
+                false
+            })
+            .map_err(err)?;
+        let mut children = BTreeMap::new();
+        for (name, is_dir) in listed {
+            let entry = if is_dir {
+                let node = self.union.lookup(dir.node, &name).map_err(err)?.nodeid;
+                LowerEntry::Dir(LowerDir { node })
+            } else {
+                LowerEntry::NonDir
+            };
+            children.insert(name, entry);
         }
-        Ok(merged.into_iter().map(|(n, (e, _))| (n, e)).collect())
+        Ok(children)
     }
 }

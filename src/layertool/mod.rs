@@ -3,7 +3,8 @@
 //! command line (one clap parser per subcommand), the error type they share, and the rules
 //! common to all of them (which upper entries are whiteouts, which paths belong to the init
 //! layer). The tools work on plain layer directories and tar files; they never mount and
-//! never touch the FUSE side of the crate.
+//! never touch the FUSE side of the crate (`diff --lowerdir` reads the lowers through a
+//! union of them, so the tools and the mount share one merge of layers).
 
 mod commit;
 mod diff;
