@@ -14,7 +14,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{chmod, cpath, mknod, names, set_xattr};
+use common::{chmod, cpath, mknod, names, set_xattr, Layers, Mount};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -335,6 +335,26 @@ fn diff_under_aufs_form_takes_char00_for_a_device() {
     // q is now a device node replacing l0's q.
     assert!(out.contains("C /q\n"), "{out}");
     assert!(!out.contains("D /q"), "{out}");
+}
+
+/// diff --lowerdir merges the lowers as a mount of them does (one implementation of S4-S6):
+/// here an opaque marker at the root of the top lower hides the lower below it.
+#[test]
+fn diff_merges_the_lowers_as_the_mount_does() {
+    let l = Layers::new(2);
+    l.put(0, ".wh..wh..opq", "");
+    l.put(0, "a", "a\n");
+    l.put(1, "b", "b\n");
+    l.put_upper(".wh.a", "");
+    l.put_upper(".wh.b", "");
+    let opts = l.lowers_only_opts();
+    let shown = {
+        let _m = Mount::new(&opts, &l.mnt);
+        names(&l.mnt)
+    };
+    assert_eq!(shown, ["a"], "the mount of the lowers");
+    let lowers = opts.strip_prefix("lowerdir=").unwrap();
+    assert_eq!(diff(&l.upper, &["--lowerdir", lowers]), "D /a\n");
 }
 
 #[test]
