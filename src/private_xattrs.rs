@@ -4,10 +4,13 @@
 //! plain user's through fusermount3, or root of a user namespace, as rootless containers
 //! run us) writes `user.*`, as overlayfs does with `userxattr`. A mount reads its own
 //! namespace; the layer tools, which may look at either kind of upper, read both.
+//! Also what is left: the public xattrs of an object, which copy-up and commit carry over.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::sys::{self, Errno, SysResult, XTarget};
 
 /// One private xattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +80,29 @@ pub fn is_private(name: &OsStr) -> bool {
         || b.starts_with(b"user.overlay.")
         || b.starts_with(b"trusted.stratafs.")
         || b.starts_with(b"user.stratafs.")
+}
+
+/// The xattrs of `target` that are not the union's private ones, with their values; none
+/// where the filesystem has no xattrs. One removed between the listing and the read is
+/// left out.
+pub fn public_xattrs(target: XTarget<'_>) -> SysResult<Vec<(OsString, Vec<u8>)>> {
+    let names = match sys::listxattr(target) {
+        Ok(n) => n,
+        Err(Errno::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if is_private(&n) {
+            continue;
+        }
+        match sys::getxattr(target, &n) {
+            Ok(v) => out.push((n, v)),
+            Err(Errno::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

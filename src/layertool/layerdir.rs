@@ -152,34 +152,8 @@ pub fn public_xattrs(
     name: &OsStr,
     rel: &[u8],
 ) -> ToolResult<Vec<(OsString, Vec<u8>)>> {
-    let target = sys::XTarget::At(dir, name);
-    let names = match sys::listxattr(target) {
-        Ok(n) => n,
-        Err(sys::Errno::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ToolError(format!(
-                "cannot list xattrs of '{}': {e}",
-                shown(rel)
-            )))
-        }
-    };
-    let mut out = Vec::new();
-    for n in names {
-        if crate::private_xattrs::is_private(&n) {
-            continue;
-        }
-        match sys::getxattr(target, &n) {
-            Ok(v) => out.push((n, v)),
-            Err(sys::Errno::ENODATA) => {}
-            Err(e) => {
-                return Err(ToolError(format!(
-                    "cannot read xattr '{}' of '{}': {e}",
-                    n.to_string_lossy(),
-                    shown(rel)
-                )))
-            }
-        }
-    }
+    let mut out = crate::private_xattrs::public_xattrs(sys::XTarget::At(dir, name))
+        .map_err(|e| ToolError(format!("cannot read the xattrs of '{}': {e}", shown(rel))))?;
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(out)
 }

@@ -75,20 +75,7 @@ fn copy_by_read(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, from: u64, to: u64) ->
 
 /// Copies the user-visible xattrs (not the union's private ones) from one object to another.
 pub(super) fn copy_xattrs(src: XTarget<'_>, dst: XTarget<'_>) -> SysResult<()> {
-    let names = match sys::listxattr(src) {
-        Ok(n) => n,
-        Err(Errno::ENOTSUP) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for n in names {
-        if crate::private_xattrs::is_private(&n) {
-            continue;
-        }
-        let v = match sys::getxattr(src, &n) {
-            Ok(v) => v,
-            Err(Errno::ENODATA) => continue,
-            Err(e) => return Err(e),
-        };
+    for (n, v) in crate::private_xattrs::public_xattrs(src)? {
         match sys::setxattr(dst, &n, &v, 0) {
             // Symlinks take no user.* xattrs; some filesystems refuse security.* names.
             Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
