@@ -525,7 +525,8 @@ pub fn remove_contents(dir: BorrowedFd<'_>) -> sys::SysResult<()> {
     Ok(())
 }
 
-/// Removes `name` in `dir` whatever it is (a whole tree for a directory); absent is fine.
+/// Removes `name` in `dir` whatever it is (a whole tree for a directory, each made
+/// writable on the way: a layer may hold read-only directories); absent is fine.
 pub fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> sys::SysResult<()> {
     let st = match sys::fstatat(dir, name) {
         Ok(st) => st,
@@ -534,6 +535,9 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> sys::SysResult<()> {
     };
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     if is_dir {
+        if st.st_mode & 0o700 != 0o700 {
+            let _ = sys::fchmodat(dir, name, 0o700);
+        }
         let sub = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         remove_contents(sub.as_fd())?;
     }

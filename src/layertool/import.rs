@@ -135,28 +135,13 @@ impl Staging {
     }
 }
 
-/// Removes a tree, making directories writable on the way (a layer may hold read-only
-/// directories).
-fn force_remove(path: &Path) {
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if md.is_dir() {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = std::fs::read_dir(path) {
-                for e in rd.flatten() {
-                    force_remove(&e.path());
-                }
-            }
-            let _ = std::fs::remove_dir(path);
-        } else {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.placed {
-            force_remove(&self.path);
+            // The tar may have made the layer's root read-only.
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700));
+            let _ = crate::layers::remove_contents(self.root.as_fd());
+            let _ = std::fs::remove_dir(&self.path);
         }
     }
 }
