@@ -14,7 +14,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{chmod, cpath, mknod, names, set_xattr, Layers, Mount};
+use common::{chmod, cpath, mknod, names, run_stratafs, set_xattr, stratafs_ok, Layers, Mount};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -26,10 +26,7 @@ struct Run {
 }
 
 fn stratafs<S: AsRef<OsStr>>(args: &[S]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_stratafs"))
-        .args(args)
-        .output()
-        .expect("run stratafs");
+    let out = run_stratafs(args);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -37,32 +34,27 @@ fn stratafs<S: AsRef<OsStr>>(args: &[S]) -> Run {
     }
 }
 
-fn ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    succeeded(stratafs(args))
-}
-
-/// The output of a run that must succeed.
-fn succeeded(r: Run) -> String {
-    assert_eq!(r.code, 0, "stratafs failed: {}", r.stderr);
-    r.stdout
+/// The arguments `SUBCOMMAND PATH... EXTRA...`.
+fn tool_args<'a>(subcommand: &'a str, paths: &[&'a Path], extra: &[&'a str]) -> Vec<&'a OsStr> {
+    let mut args = vec![OsStr::new(subcommand)];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    args.extend(extra.iter().map(|e| OsStr::new(*e)));
+    args
 }
 
 /// `stratafs SUBCOMMAND PATH... EXTRA...`.
 fn tool_run(subcommand: &str, paths: &[&Path], extra: &[&str]) -> Run {
-    let mut args = vec![OsStr::new(subcommand)];
-    args.extend(paths.iter().map(|p| p.as_os_str()));
-    args.extend(extra.iter().map(OsStr::new));
-    stratafs(&args)
+    stratafs(&tool_args(subcommand, paths, extra))
 }
 
 /// `stratafs import TAR DIR EXTRA...`, which must succeed.
 fn import(tar: &Path, dir: &Path, extra: &[&str]) -> String {
-    succeeded(tool_run("import", &[tar, dir], extra))
+    stratafs_ok(&tool_args("import", &[tar, dir], extra))
 }
 
 /// `stratafs diff UPPER EXTRA...`, which must succeed.
 fn diff(upper: &Path, extra: &[&str]) -> String {
-    succeeded(tool_run("diff", &[upper], extra))
+    stratafs_ok(&tool_args("diff", &[upper], extra))
 }
 
 fn tmpdir() -> tempfile::TempDir {
@@ -423,7 +415,7 @@ fn commit(u: &Path, out: &Path, gzip: bool) -> String {
     if gzip {
         extra.push("--gzip");
     }
-    let printed = succeeded(tool_run("commit", &[u], &extra));
+    let printed = stratafs_ok(&tool_args("commit", &[u], &extra));
     let digest = printed.trim().to_string();
     assert!(digest.starts_with("sha256:"), "{printed}");
     assert_eq!(
@@ -868,7 +860,7 @@ fn import_of_the_overlay_forms_round_trips_to_overlay_forms() {
 fn init_layer_writes_hosts_hostname_and_resolv_conf() {
     let t = tmpdir();
     let dir = t.path().join("init");
-    ok(&[
+    stratafs_ok(&[
         "init-layer",
         dir.to_str().unwrap(),
         "--hostname",
@@ -905,7 +897,7 @@ fn init_layer_writes_hosts_hostname_and_resolv_conf() {
     assert_eq!(mode, 0o644);
 
     // Run again without a hostname: the files are replaced.
-    ok(&["init-layer", dir.to_str().unwrap()]);
+    stratafs_ok(&["init-layer", dir.to_str().unwrap()]);
     assert_eq!(
         fs::read_to_string(dir.join("etc/hosts")).unwrap(),
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"

@@ -2,13 +2,14 @@
 //! when the test fails.
 
 use super::*;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Runs the stratafs binary with these arguments.
-pub fn run_stratafs(args: &[&str]) -> Output {
+pub fn run_stratafs<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(bin())
         .args(args)
         .output()
@@ -16,7 +17,7 @@ pub fn run_stratafs(args: &[&str]) -> Output {
 }
 
 /// Runs stratafs, which must succeed; its stdout.
-pub fn stratafs_ok(args: &[&str]) -> String {
+pub fn stratafs_ok<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = run_stratafs(args);
     assert!(
         out.status.success(),
@@ -27,7 +28,7 @@ pub fn stratafs_ok(args: &[&str]) -> String {
 }
 
 /// Runs stratafs, which must refuse: exit status 1 and one line on stderr, returned.
-pub fn stratafs_refuses(args: &[&str]) -> String {
+pub fn stratafs_refuses<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = run_stratafs(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "stratafs {args:?}: {err}");
