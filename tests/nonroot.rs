@@ -409,3 +409,26 @@ fn a_users_upper_mounted_by_root_keeps_its_private_xattrs() {
         "st_ino of a copied-up file after a remount by root"
     );
 }
+
+/// A directory its owner may read but not search (mode 0444) lists through the mount as it
+/// does natively: the daemon, running as that owner, cannot open it through its "." then,
+/// and reads it through its /proc link instead.
+#[test]
+fn a_dir_its_owner_may_read_but_not_search_lists_for_the_owner() {
+    let u = UserLayers::new();
+    let l = &u.l;
+    l.put(0, "r/a", "");
+    l.put(0, "r/b", "");
+    let r = l.lower(0, "r");
+    let st = Command::new("chown")
+        .args(["-R", &format!("{USER}:{USER}")])
+        .arg(&r)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    chmod(&r, 0o444);
+    let native = sh_as(USER, l.root(), &format!("ls {}", r.display()));
+    assert_eq!(native, "a\nb\n");
+    let _m = u.mount("");
+    assert_eq!(sh_as(USER, &l.mnt, "ls r"), native);
+}

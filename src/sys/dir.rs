@@ -15,7 +15,14 @@ pub struct RawDirEntry {
 
 /// Lists a directory (without "." and "..") from an open descriptor of it.
 pub fn read_dir(dir: BorrowedFd<'_>) -> SysResult<Vec<RawDirEntry>> {
-    let fd = reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    // "." of the directory opens it for reading without walking its /proc link; that
+    // needs search permission on it, which the /proc link does not (a plain user's
+    // daemon listing a directory it may read but not search).
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let fd = match openat(dir, OsStr::new("."), flags, 0) {
+        Err(Errno::EACCES) => reopen(dir, flags)?,
+        r => r?,
+    };
     let raw = fd.as_raw_fd();
     // SAFETY: fdopendir takes ownership of the descriptor on success.
     let dirp = unsafe { libc::fdopendir(raw) };

@@ -330,9 +330,38 @@ pub fn renameat2(
     Ok(())
 }
 
-/// chmod without following a final symlink.
+/// fchmodat2(2), Linux 6.6 (the number of the unified syscall table, which x86_64,
+/// arm64 and riscv share): the first chmod that can refuse to follow a final symlink.
+const SYS_FCHMODAT2: libc::c_long = 452;
+static HAS_FCHMODAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// chmod of an entry of an open dir (an empty name: the dir itself) without following a
+/// final symlink (a symlink's mode cannot change: EOPNOTSUPP).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
-    let p = proc_fd_path(dir, Some(name));
+    use std::sync::atomic::Ordering::Relaxed;
+    if !name.is_empty() && HAS_FCHMODAT2.load(Relaxed) {
+        let c = cstr(name)?;
+        // SAFETY: valid C string; plain syscall.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match check(r as libc::c_int) {
+            // ENOSYS: an older kernel; EPERM: a seccomp filter that does not know the
+            // call, or a real refusal, which the /proc path below then gives again.
+            Err(e) if e == Errno::ENOSYS || e == Errno::EPERM => {
+                HAS_FCHMODAT2.store(false, Relaxed)
+            }
+            r => return r.map(|_| ()),
+        }
+    }
+    // Through the dir's /proc link, which O_PATH descriptors of the dir itself allow.
+    let p = proc_fd_path(dir, (!name.is_empty()).then_some(name));
     // SAFETY: valid C string; the path ends in a single component of an open dir.
     check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode as libc::mode_t, 0) })?;
     Ok(())
@@ -359,6 +388,12 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> SysResult<()> {
 }
 
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    // SAFETY: plain syscall.
+    match check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }) {
+        // An O_PATH descriptor, which fchmod refuses: through its /proc link.
+        Err(Errno::EBADF) => {}
+        r => return r.map(|_| ()),
+    }
     let p = proc_fd_path(fd, None);
     // SAFETY: valid C string (works for O_PATH descriptors too).
     check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;

@@ -102,12 +102,31 @@ fn getxattr_at(dir: BorrowedFd<'_>, entry: &CStr, name: &CStr) -> Option<SysResu
     Some(r)
 }
 
+/// fgetxattr (an O_PATH descriptor: EBADF).
+fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> SysResult<Vec<u8>> {
+    read_sized(|buf, len| {
+        // SAFETY: buf is valid for len bytes (or null with len 0).
+        unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buf, len) }
+    })
+}
+
 pub fn getxattr(t: XTarget<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
     let n = cstr(name)?;
-    if let XTarget::At(dir, entry) = t.filter_named() {
-        if let Some(r) = getxattr_at(dir, &cstr(entry)?, &n) {
-            return r;
+    match t.filter_named() {
+        XTarget::At(dir, entry) => {
+            if let Some(r) = getxattr_at(dir, &cstr(entry)?, &n) {
+                return r;
+            }
         }
+        // The union's directory handles are O_PATH descriptors, which fgetxattr refuses:
+        // a directory is its own entry ".", read without walking its /proc link.
+        XTarget::Fd(f) => match getxattr_at(f, c".", &n) {
+            Some(Err(Errno::ENOTDIR)) | None => match fgetxattr(f, &n) {
+                Err(Errno::EBADF) => {}
+                r => return r,
+            },
+            Some(r) => return r,
+        },
     }
     let p = t.path();
     let follow = matches!(t, XTarget::Fd(_));

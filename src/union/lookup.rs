@@ -90,7 +90,8 @@ impl Union {
                     }
                 }
                 Err(Errno::ENOENT) => {
-                    if whiteout::has_aufs_whiteout(d, lname) {
+                    // A whiteout hides what layers below hold; below the last, nothing.
+                    if pos < layers.len() && whiteout::has_aufs_whiteout(d, lname) {
                         break;
                     }
                 }

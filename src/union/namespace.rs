@@ -306,7 +306,17 @@ impl Union {
                     (flags & !(libc::O_NOCTTY | libc::O_DIRECT)) | libc::O_CREAT | libc::O_EXCL,
                     0o600,
                 )?;
-                if let Err(e) = finish(d, name, false) {
+                // Through the new file's descriptor: no second walk to its name.
+                let finished = self.finish_new_object(
+                    XTarget::Fd(f.as_fd()),
+                    fmt,
+                    caller,
+                    gid,
+                    perm,
+                    access_acl.as_ref(),
+                    None,
+                );
+                if let Err(e) = finished {
                     let _ = sys::unlinkat(d, name, false);
                     return Err(e);
                 }
@@ -346,14 +356,19 @@ impl Union {
         // After the creation: an opener that saw the path absent before now retries.
         self.dircache.note_dir_created();
         self.index.invalidate(parent);
-        // A new object: whatever number its disk inode had (an object removed a moment
-        // ago, whose remover has not dropped it yet) is not its own, and it carries no
-        // recorded one.
-        let st = sys::fstatat(d, name)?;
-        self.inodes.drop_identity(st.st_dev, st.st_ino);
-        self.inodes.claim(st.st_dev, st.st_ino, None);
-        let attr = self.lookup_locked(parent, name)?;
-        Ok((attr, file))
+        Ok((self.register_new(parent, name)?, file))
+    }
+
+    /// Enters the object just created as `name` in `parent` in the inode table: whatever
+    /// number its disk inode had (an object removed a moment ago, whose remover has not
+    /// dropped it yet) is not its own, and it carries no recorded one.
+    fn register_new(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
+        let pnode = self.node(parent)?;
+        let dir = self.dir_view(&pnode)?;
+        let r = self.resolve_child(&dir, name)?.ok_or(Errno::ENOENT)?;
+        self.inodes.drop_identity(r.st.st_dev, r.st.st_ino);
+        self.inodes.claim(r.st.st_dev, r.st.st_ino, None);
+        Ok(self.register(parent, &dir.path, name, r))
     }
 
     /// A hard link `newname` in `newparent` to the object `ino` (its source is copied up).
