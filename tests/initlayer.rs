@@ -125,3 +125,62 @@ fn s18_hostname_option_generates_the_init_layer_in_the_workdir() {
     assert!(err.contains("300.1.1.1"), "{err}");
     assert!(!is_mounted(&l.mnt));
 }
+
+/// S22 on the init layer (issue 10, item 2): chattr through the mount sets the init file's
+/// own flags (it changes in place), and the union honours them there as on lower and upper
+/// objects: an immutable /etc/hosts takes no write, truncate, chmod or unlink; an
+/// append-only /etc/resolv.conf takes appends only.
+#[test]
+fn s22_init_files_honour_immutable_and_append_only() {
+    let l = with_image();
+    let _m = l.mount("hostname=box7,dns=9.9.9.9");
+    let run = |cmd: &str| common::side::run(&l.mnt, common::side::As::Root, cmd);
+    let refused = |cmd: &str| {
+        let out = run(&format!("{cmd} 2>/dev/null && echo done || echo refused"));
+        assert_eq!(out, "status 0 stdout \"refused\\n\"", "{cmd}");
+    };
+    assert_eq!(
+        run("chattr +i etc/hosts && chattr +a etc/resolv.conf && lsattr etc/hosts etc/resolv.conf | cut -c1-6"),
+        "status 0 stdout \"----i-\\n-----a\\n\""
+    );
+    let init = l.work.join("stratafs.init/etc");
+    let flags = |f: &str| {
+        let out = Command::new("lsattr").arg(init.join(f)).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(6)
+            .collect::<String>()
+    };
+    assert_eq!(
+        (flags("hosts"), flags("resolv.conf")),
+        ("----i-".into(), "-----a".into())
+    );
+    let hosts = fs::read_to_string(l.m("etc/hosts")).unwrap();
+    for cmd in [
+        "echo x >> etc/hosts",
+        "echo x > etc/hosts",
+        "truncate -s0 etc/hosts",
+        "chmod 600 etc/hosts",
+        "rm -f etc/hosts",
+        "mv etc/hosts etc/hosts2",
+        "echo x > etc/resolv.conf",
+        "truncate -s0 etc/resolv.conf",
+        "rm -f etc/resolv.conf",
+    ] {
+        refused(cmd);
+    }
+    assert_eq!(fs::read_to_string(l.m("etc/hosts")).unwrap(), hosts);
+    assert_eq!(
+        run("echo nameserver 1.0.0.1 >> etc/resolv.conf && tail -1 etc/resolv.conf"),
+        "status 0 stdout \"nameserver 1.0.0.1\\n\""
+    );
+    // Lifted, both change again, in place.
+    assert_eq!(
+        run("chattr -i etc/hosts && chattr -a etc/resolv.conf && echo 10.0.0.9 x >> etc/hosts && rm etc/resolv.conf && tail -1 etc/hosts"),
+        "status 0 stdout \"10.0.0.9 x\\n\""
+    );
+    assert!(
+        !l.upper.join("etc/hosts").exists(),
+        "the init file was copied up"
+    );
+}

@@ -136,6 +136,47 @@ fn immutable_and_append_only_are_honoured_as_on_overlayfs() {
     );
 }
 
+fn owned_flags_layout(l: &Path) {
+    sh(
+        l,
+        "mkdir od && echo i > od/imm && echo a > od/app && echo f > od/f2
+         chown -R 54321:54321 od && chattr +i od/imm && chattr +a od/app",
+    );
+}
+
+/// S22, items 2 and 9: a plain owner's changes to its own protected files are refused as
+/// root's are, and the fsxattr form of the flag ioctls (FS_IOC_FSGETXATTR/FSSETXATTR, as
+/// xfs_io uses them) reads and sets the protections as lsattr/chattr do.
+#[test]
+fn protected_files_refuse_their_owner_and_answer_fsxattr_as_on_overlayfs() {
+    same_as_overlayfs(
+        owned_flags_layout,
+        &[
+            user(OWNER, "echo x >> od/imm"),
+            user(OWNER, "echo x > od/imm"),
+            user(OWNER, "truncate -s0 od/imm"),
+            user(OWNER, "chmod 600 od/imm"),
+            user(OWNER, "touch -d @5 od/imm"),
+            user(OWNER, "rm -f od/imm"),
+            user(OWNER, "mv od/imm od/moved"),
+            user(OWNER, "echo x > od/app"),
+            user(OWNER, "truncate -s0 od/app"),
+            user(OWNER, "rm -f od/app"),
+            user(OWNER, "echo y >> od/app && cat od/app od/imm"),
+            root("for f in imm app f2; do xfs_io -r -c lsattr od/$f; done"),
+            // Setting a protection needs CAP_LINUX_IMMUTABLE, which the owner lacks.
+            user(OWNER, "xfs_io -r -c 'chattr +a' od/f2"),
+            root("xfs_io -r -c 'chattr +a' od/f2 && xfs_io -r -c lsattr od/f2"),
+            user(OWNER, "echo x > od/f2"),
+            user(OWNER, "echo y >> od/f2 && cat od/f2"),
+            root("lsattr od/f2 | cut -d' ' -f1"),
+            REMOUNT_STEP,
+            root("xfs_io -r -c lsattr od/f2 && xfs_io -r -c 'chattr -a' od/f2"),
+            user(OWNER, "echo z > od/f2 && cat od/f2"),
+        ],
+    );
+}
+
 fn xattr_layout(l: &Path) {
     sh(
         l,
