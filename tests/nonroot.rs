@@ -426,9 +426,11 @@ fn a_dir_its_owner_may_read_but_not_search_lists_for_the_owner() {
         .status()
         .unwrap();
     assert!(st.success());
+    set_xattr(&r, "user.k", b"v").unwrap();
     chmod(&r, 0o444);
-    let native = sh_as(USER, l.root(), &format!("ls {}", r.display()));
-    assert_eq!(native, "a\nb\n");
+    let cmd = |at: &str| format!("ls {at} && getfattr --only-values -n user.k {at}");
+    let native = sh_as(USER, l.root(), &cmd(&r.display().to_string()));
+    assert_eq!(native, "a\nb\nv");
     let _m = u.mount("");
-    assert_eq!(sh_as(USER, &l.mnt, "ls r"), native);
+    assert_eq!(sh_as(USER, &l.mnt, &cmd("r")), native);
 }

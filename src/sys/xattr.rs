@@ -119,9 +119,11 @@ pub fn getxattr(t: XTarget<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
             }
         }
         // The union's directory handles are O_PATH descriptors, which fgetxattr refuses:
-        // a directory is its own entry ".", read without walking its /proc link.
+        // a directory is its own entry ".", read without walking its /proc link. That
+        // needs search permission on it, which the link does not (a plain user's daemon
+        // on a directory it may read but not search).
         XTarget::Fd(f) => match getxattr_at(f, c".", &n) {
-            Some(Err(Errno::ENOTDIR)) | None => match fgetxattr(f, &n) {
+            Some(Err(Errno::ENOTDIR | Errno::EACCES)) | None => match fgetxattr(f, &n) {
                 Err(Errno::EBADF) => {}
                 r => return r,
             },
