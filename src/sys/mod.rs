@@ -339,32 +339,44 @@ static HAS_FCHMODAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 /// final symlink (a symlink's mode cannot change: EOPNOTSUPP).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
     use std::sync::atomic::Ordering::Relaxed;
-    if !name.is_empty() && HAS_FCHMODAT2.load(Relaxed) {
-        let c = cstr(name)?;
-        // SAFETY: valid C string; plain syscall.
-        let r = unsafe {
-            libc::syscall(
-                SYS_FCHMODAT2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                mode as libc::c_uint,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        match check(r as libc::c_int) {
-            // ENOSYS: an older kernel; EPERM: a seccomp filter that does not know the
-            // call, or a real refusal, which the /proc path below then gives again.
-            Err(e) if e == Errno::ENOSYS || e == Errno::EPERM => {
-                HAS_FCHMODAT2.store(false, Relaxed)
-            }
-            r => return r.map(|_| ()),
-        }
-    }
     // Through the dir's /proc link, which O_PATH descriptors of the dir itself allow.
-    let p = proc_fd_path(dir, (!name.is_empty()).then_some(name));
-    // SAFETY: valid C string; the path ends in a single component of an open dir.
-    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode as libc::mode_t, 0) })?;
-    Ok(())
+    let through_proc = || {
+        let p = proc_fd_path(dir, (!name.is_empty()).then_some(name));
+        // SAFETY: valid C string; the path ends in a single component of an open dir.
+        check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode as libc::mode_t, 0) })
+            .map(|_| ())
+    };
+    if name.is_empty() || !HAS_FCHMODAT2.load(Relaxed) {
+        return through_proc();
+    }
+    let c = cstr(name)?;
+    // SAFETY: valid C string; plain syscall.
+    let r = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match check(r as libc::c_int) {
+        // An older kernel.
+        Err(Errno::ENOSYS) => {
+            HAS_FCHMODAT2.store(false, Relaxed);
+            through_proc()
+        }
+        // A real refusal, or a seccomp filter that does not know the call: the latter
+        // where the /proc path then succeeds.
+        Err(Errno::EPERM) => {
+            let r = through_proc();
+            if r.is_ok() {
+                HAS_FCHMODAT2.store(false, Relaxed);
+            }
+            r
+        }
+        r => r.map(|_| ()),
+    }
 }
 
 /// chown without following a final symlink; an empty name means `dir` itself.
