@@ -284,12 +284,12 @@ impl Union {
             NewKind::Node { file_type, .. } => file_type,
             NewKind::Symlink(_) => libc::S_IFLNK,
         };
-        let finish = |at: BorrowedFd<'_>, n: &OsStr, is_link: bool| -> SysResult<()> {
+        let finish = |target: XTarget<'_>, is_link: bool| -> SysResult<()> {
             if is_link {
-                return sys::fchownat(at, n, caller.uid, gid);
+                return sys::chown_target(target, caller.uid, gid);
             }
             self.finish_new_object(
-                XTarget::At(at, n),
+                target,
                 fmt,
                 caller,
                 gid,
@@ -307,16 +307,7 @@ impl Union {
                     0o600,
                 )?;
                 // Through the new file's descriptor: no second walk to its name.
-                let finished = self.finish_new_object(
-                    XTarget::Fd(f.as_fd()),
-                    fmt,
-                    caller,
-                    gid,
-                    perm,
-                    access_acl.as_ref(),
-                    None,
-                );
-                if let Err(e) = finished {
+                if let Err(e) = finish(XTarget::Fd(f.as_fd()), false) {
                     let _ = sys::unlinkat(d, name, false);
                     return Err(e);
                 }
@@ -324,11 +315,11 @@ impl Union {
             }
             NewKind::Node { file_type, rdev } => {
                 sys::mknodat(d, name, file_type | 0o600, rdev)?;
-                undo_on_error(finish(d, name, false), d, name, false)?;
+                undo_on_error(finish(XTarget::At(d, name), false), d, name, false)?;
             }
             NewKind::Symlink(target) => {
                 sys::symlinkat(target, d, name)?;
-                undo_on_error(finish(d, name, true), d, name, false)?;
+                undo_on_error(finish(XTarget::At(d, name), true), d, name, false)?;
             }
             NewKind::Dir if t.whiteout => {
                 // mkdir over a whiteout: an opaque dir, so the old contents stay gone (S15).
@@ -339,7 +330,7 @@ impl Union {
                 let built = (|| {
                     let fd = sys::openat(work, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                     whiteout::mark_opaque(fd.as_fd(), self.layers.whiteout)?;
-                    finish(work, &tmp, false)?;
+                    finish(XTarget::At(work, &tmp), false)?;
                     sys::renameat2(work, &tmp, d, name, sys::RENAME_NOREPLACE)
                 })();
                 if let Err(e) = built {
@@ -349,7 +340,7 @@ impl Union {
             }
             NewKind::Dir => {
                 sys::mkdirat(d, name, 0o700)?;
-                undo_on_error(finish(d, name, false), d, name, true)?;
+                undo_on_error(finish(XTarget::At(d, name), false), d, name, true)?;
             }
         }
         t.clear_aufs_whiteout(name)?;
