@@ -385,6 +385,48 @@ fn fallocate_collapse_and_insert_are_refused_cleanly_where_fuse_cannot_carry_the
     );
 }
 
+fn program_layout(l: &Path) {
+    sh(l, "cp /usr/bin/sleep lowrun && chmod 755 lowrun");
+}
+
+/// Runs the program `$P` from the mount, opens it read-only with O_TRUNC while it runs,
+/// and prints the errno, whether the file is intact and whether the program still runs.
+macro_rules! trunc_running {
+    ($setup:literal) => {
+        concat!(
+            $setup,
+            r#" && { ./$P 5 & pid=$!; } && sleep 0.3; python3 -c "
+import os, errno
+try:
+    os.close(os.open('$P', os.O_RDONLY | os.O_TRUNC)); print('opened')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"; cmp -s $P /usr/bin/sleep && echo intact || echo changed
+kill $pid 2>/dev/null && echo running; wait"#
+        )
+    };
+}
+
+/// A read-only open with O_TRUNC of a program that runs from the union is refused with
+/// ETXTBSY and truncates nothing (the kernel checks it only after the filesystem's open,
+/// which under FUSE_ATOMIC_O_TRUNC truncates): an upper program as on overlayfs; a lower
+/// one stays as it is, where overlayfs leaves an empty copy-up behind.
+#[test]
+fn truncating_open_of_a_running_program_is_refused_and_truncates_nothing() {
+    const UPPER: &str = trunc_running!("cp /usr/bin/sleep uprun && P=uprun");
+    same_as_overlayfs(program_layout, &[root(UPPER)]);
+    let l = Layers::new(1);
+    program_layout(&l.lowers[0]);
+    let _m = l.mount("");
+    for steps in [UPPER, trunc_running!("P=lowrun")] {
+        assert_eq!(
+            run(&l.mnt, As::Root, steps),
+            "status 0 stdout \"ETXTBSY\\nintact\\nrunning\\n\"",
+            "{steps}"
+        );
+    }
+}
+
 fn tmpfile_layout(l: &Path) {
     sh(l, "mkdir -p sub && echo a > sub/a && mkdir -p sub/deep");
 }

@@ -20,6 +20,9 @@ pub struct OpenFile {
     /// The layer file, and whether it is still a lower copy (a read-only open made
     /// before a copy-up moves to the upper copy then, as overlayfs does).
     target: RwLock<(Arc<OwnedFd>, bool)>,
+    /// The kernel opened it to execute it (execve, or a mapping of a shared library's
+    /// exec open): the program's text, which no truncation may reach while it runs.
+    exec: bool,
 }
 
 impl OpenFile {
@@ -35,16 +38,22 @@ pub struct Handles {
 }
 
 impl Handles {
-    pub fn insert(&self, ino: u64, fd: OwnedFd, from_lower: bool) -> u64 {
+    pub fn insert(&self, ino: u64, fd: OwnedFd, from_lower: bool, exec: bool) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.map.insert(
             fh,
             Arc::new(OpenFile {
                 ino,
                 target: RwLock::new((Arc::new(fd), from_lower)),
+                exec,
             }),
         );
         fh
+    }
+
+    /// Whether a program is running from the object `ino` (an exec open is live).
+    pub fn executing(&self, ino: u64) -> bool {
+        self.map.iter().any(|e| e.ino == ino && e.exec)
     }
 
     /// The object `ino` was copied up: its handles still on the lower copy read the upper
@@ -139,6 +148,10 @@ fn drop_privileges(mode: u32, gid: u32, caller: Caller) -> u32 {
     m
 }
 
+/// The bit of an open's flags that says the kernel opens the file to execute it
+/// (`__FMODE_EXEC`, which FUSE passes on in OPEN's flags; the libc crate lacks it).
+const FMODE_EXEC: i32 = 0o40;
+
 fn is_write_open(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -155,6 +168,14 @@ impl Union {
                 return Err(Errno::EROFS);
             }
             self.check_node(ino, Change::WriteOpen(flags))?;
+            // The kernel refuses a write-open of a running program itself (ETXTBSY) before
+            // asking us, but checks a read-only O_TRUNC open only after we have opened it,
+            // and FUSE_ATOMIC_O_TRUNC has us truncate at the open: that one is refused
+            // here, before anything is truncated or copied up.
+            let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+            if read_only && flags & libc::O_TRUNC != 0 && self.files.executing(ino) {
+                return Err(Errno(libc::ETXTBSY));
+            }
             self.make_writable(
                 &node,
                 if flags & libc::O_TRUNC == 0 {
@@ -191,7 +212,8 @@ impl Union {
             // dropping to us (FUSE_HANDLE_KILLPRIV_V2).
             self.drop_privileges_of(ino, fd.as_fd(), caller)?;
         }
-        Ok((self.files.insert(ino, fd, !mutable), mutable))
+        let exec = flags & FMODE_EXEC != 0;
+        Ok((self.files.insert(ino, fd, !mutable, exec), mutable))
     }
 
     /// Drops setuid/setgid of the open file of `ino` as a write by `caller` does, and
@@ -218,7 +240,7 @@ impl Union {
 
     /// Registers the fd of a freshly created file as an open handle.
     pub fn adopt_open(&self, ino: u64, fd: OwnedFd) -> u64 {
-        self.files.insert(ino, fd, false)
+        self.files.insert(ino, fd, false, false)
     }
 
     pub fn read(&self, fh: u64, off: u64, size: u32) -> SysResult<Vec<u8>> {
