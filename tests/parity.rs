@@ -353,6 +353,10 @@ fn statx_reports_birth_time() {
     assert_ne!(statx(&l2.m("f")).stx_mask & libc::STATX_BTIME, 0);
 }
 
+fn sized_file_layout(l: &Path) {
+    sh(l, "head -c 32768 /dev/zero | tr '\\0' x > low");
+}
+
 /// Issue 10, item 11, a difference the kernel makes (README): fallocate's collapse-range
 /// and insert-range modes work on overlayfs over ext4, but the kernel's FUSE fallocate
 /// refuses them before asking the daemon. The refusal is EOPNOTSUPP and leaves the file
@@ -364,21 +368,13 @@ fn fallocate_collapse_and_insert_are_refused_cleanly_where_fuse_cannot_carry_the
         if e=$(fallocate $m -o 4096 -l 4096 $f 2>&1); then echo \"$f $m done\"; \
         else case $e in *'not supported'*) echo \"$f $m refused\";; *) echo \"$e\";; esac; fi; \
         done; done; stat -c '%n %s' low up; cmp -s low ref && echo low unchanged";
-    let layout = |l: &Layers| l.put(0, "low", &"x".repeat(32768));
-    let l = Layers::new(1);
-    layout(&l);
-    let m = l.mount("");
-    let out = run(&l.mnt, As::Root, STEPS);
+    let out = outcome(Fs::Strata, sized_file_layout, "", STEPS);
     assert_eq!(
         out,
         "status 0 stdout \"low -c refused\\nlow -i refused\\nup -c refused\\nup -i refused\\n\
          low 32768\\nup 32768\\nlow unchanged\\n\""
     );
-    drop(m);
-    let l2 = Layers::new(1);
-    layout(&l2);
-    let _o = l2.mount_overlay("");
-    let out = run(&l2.mnt, As::Root, STEPS);
+    let out = outcome(Fs::Overlay, sized_file_layout, "", STEPS);
     assert!(
         out.contains("low -c done") && out.contains("up -i done"),
         "{out}"
@@ -415,12 +411,9 @@ kill $pid 2>/dev/null && echo running; wait"#
 fn truncating_open_of_a_running_program_is_refused_and_truncates_nothing() {
     const UPPER: &str = trunc_running!("cp /usr/bin/sleep uprun && P=uprun");
     same_as_overlayfs(program_layout, &[root(UPPER)]);
-    let l = Layers::new(1);
-    program_layout(&l.lowers[0]);
-    let _m = l.mount("");
     for steps in [UPPER, trunc_running!("P=lowrun")] {
         assert_eq!(
-            run(&l.mnt, As::Root, steps),
+            outcome(Fs::Strata, program_layout, "", steps),
             "status 0 stdout \"ETXTBSY\\nintact\\nrunning\\n\"",
             "{steps}"
         );
@@ -462,10 +455,7 @@ os.close(gone); os.close(ex); os.close(fd)
 print("final", sorted(os.listdir(d)), sorted(os.listdir(d + "/deep")))
 PY"#;
     // What both must print (so that the comparison cannot pass on two failures).
-    let l = Layers::new(1);
-    tmpfile_layout(&l.lowers[0]);
-    let _m = l.mount("");
-    let out = run(&l.mnt, As::Root, SCRIPT);
+    let out = outcome(Fs::Strata, tmpfile_layout, "", SCRIPT);
     for want in [
         "nlink 0 mode 0o644 size 6",
         "listed ['a', 'deep']",
@@ -476,7 +466,6 @@ PY"#;
     ] {
         assert!(out.contains(want), "{want:?} not in {out}");
     }
-    drop(_m);
     same_as_overlayfs(
         tmpfile_layout,
         &[
@@ -585,10 +574,7 @@ fn mmap_write_updates_mtime_as_on_overlayfs() {
   head -c 1 $f; echo
 done"#;
     same_as_overlayfs(mmap_layout, &[root(MMAP_WRITE)]);
-    let l = Layers::new(1);
-    mmap_layout(&l.lowers[0]);
-    let _m = l.mount("");
-    let out = run(&l.mnt, As::Root, MMAP_WRITE);
+    let out = outcome(Fs::Strata, mmap_layout, "", MMAP_WRITE);
     assert!(
         out.contains("newfile: times updated") && out.contains("lowerfile: times updated"),
         "{out}"
@@ -609,12 +595,10 @@ fn atime_layout(l: &Path) {
 /// layer's own mount decides (README, differences from overlayfs).
 #[test]
 fn noatime_leaves_access_times_alone_when_the_daemon_reads() {
-    let l = Layers::new(1);
-    atime_layout(&l.lowers[0]);
-    let _m = l.mount("noatime,passthrough=off");
-    let out = run(
-        &l.mnt,
-        As::Root,
+    let out = outcome(
+        Fs::Strata,
+        atime_layout,
+        "noatime,passthrough=off",
         "cat f > /dev/null && ./run.sh >/dev/null && stat -c %X f run.sh",
     );
     assert_eq!(out, "status 0 stdout \"946684800\\n946684800\\n\"");
@@ -648,11 +632,8 @@ fn access_times_follow_the_mount_options_as_on_overlayfs() {
         a=$(stat -c %X f) && cat f >/dev/null && \
         [ \"$(stat -c %X f)\" != \"$a\" ] && echo updated || echo kept";
     same_as_overlayfs_with(atime_layout, "relatime", &[root(STRICT), root(RELATIVE)]);
-    let l = Layers::new(1);
-    atime_layout(&l.lowers[0]);
-    let _m = l.mount("strictatime");
     assert_eq!(
-        run(&l.mnt, As::Root, STRICT),
+        outcome(Fs::Strata, atime_layout, "strictatime", STRICT),
         "status 0 stdout \"updated\\n\""
     );
 }

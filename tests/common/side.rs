@@ -161,6 +161,12 @@ pub fn outcomes(fs_kind: Fs, setup: fn(&Path), extra: &str, steps: &[Step]) -> V
     out
 }
 
+/// The outcome of one root step on `fs_kind`, laid out with `setup` and mounted with `extra`
+/// options (for scenarios that check one filesystem's answer rather than compare two).
+pub fn outcome(fs_kind: Fs, setup: fn(&Path), extra: &str, cmd: &'static str) -> String {
+    outcomes(fs_kind, setup, extra, &[root(cmd)]).remove(0)
+}
+
 /// Runs the scenario on kernel overlayfs and on stratafs (both with `extra` options) and
 /// asserts equal outcomes, listing every step that differs.
 pub fn same_as_overlayfs_with(setup: fn(&Path), extra: &str, steps: &[Step]) {
