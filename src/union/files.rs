@@ -20,8 +20,8 @@ pub struct OpenFile {
     /// The layer file, and whether it is still a lower copy (a read-only open made
     /// before a copy-up moves to the upper copy then, as overlayfs does).
     target: RwLock<(Arc<OwnedFd>, bool)>,
-    /// The kernel opened it to execute it (execve, or a mapping of a shared library's
-    /// exec open): the program's text, which no truncation may reach while it runs.
+    /// The kernel opened it to execute it (execve): the running program's text, which no
+    /// truncation may reach while it runs.
     exec: bool,
 }
 
